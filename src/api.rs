@@ -1,0 +1,369 @@
+//! The endpoints: routing a request to its handler, and the handlers themselves.
+//!
+//! | route | methods | handler |
+//! | --- | --- | --- |
+//! | `/video/token` | POST | validate the video, sign every source for the next CDN |
+//! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view |
+//! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far |
+//! | `/healthz` | GET, HEAD | `{"status":"ok"}` |
+//! | `/metrics` | GET, HEAD | Prometheus text format |
+//! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against |
+//!
+//! Every path answers `OPTIONS` (a CORS preflight) with 204, and any other method with 405
+//! and `Allow`. `GET /video/token` is a catalog lookup for the id `token`, as it was for the
+//! old service's clients. Every handler writes straight into the connection's response
+//! buffer; nothing here blocks (a view is handed to the bus with a non-blocking send).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use crate::http::{HttpError, Request, Response, Service};
+use crate::json;
+use crate::metrics::Metrics;
+use crate::token::CdnRing;
+use crate::video::{self, Catalog};
+use crate::views::{ViewBus, ViewEvent};
+
+/// What a request was routed to; the index labels its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'p> {
+    Token,
+    Video(&'p str),
+    VideoViews(&'p str),
+    Health,
+    Metrics,
+    Plaintext,
+    NotFound,
+}
+
+/// Metric labels, indexed by [`Route::metric_index`]; the last is for requests the HTTP
+/// layer refused before routing.
+pub const ROUTE_NAMES: &[&str] = &[
+    "token",
+    "video",
+    "video_views",
+    "healthz",
+    "metrics",
+    "plaintext",
+    "not_found",
+    "rejected",
+];
+const REJECTED_ROUTE: usize = 7;
+
+impl Route<'_> {
+    fn metric_index(&self) -> usize {
+        match self {
+            Route::Token => 0,
+            Route::Video(_) => 1,
+            Route::VideoViews(_) => 2,
+            Route::Health => 3,
+            Route::Metrics => 4,
+            Route::Plaintext => 5,
+            Route::NotFound => 6,
+        }
+    }
+
+    /// The methods the route answers, for `Allow` and preflights.
+    fn allowed_methods(&self) -> &'static str {
+        match self {
+            Route::Token => "GET, HEAD, POST, OPTIONS",
+            Route::Video(_) | Route::VideoViews(_) => "GET, HEAD, OPTIONS",
+            Route::Health | Route::Metrics | Route::Plaintext | Route::NotFound => {
+                "GET, HEAD, OPTIONS"
+            }
+        }
+    }
+}
+
+/// Maps a path (no query string) to its route. A trailing slash is ignored, as the old
+/// Express service ignored it.
+fn route(path: &str) -> Route<'_> {
+    let path = match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    };
+    match path {
+        "/video/token" => return Route::Token,
+        "/healthz" => return Route::Health,
+        "/metrics" => return Route::Metrics,
+        "/plaintext" => return Route::Plaintext,
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/video/") else {
+        return Route::NotFound;
+    };
+    match rest.split_once('/') {
+        None if !rest.is_empty() => Route::Video(rest),
+        Some((id, "views")) if !id.is_empty() => Route::VideoViews(id),
+        _ => Route::NotFound,
+    }
+}
+
+/// The video service: everything a request handler needs, shared by all connections.
+pub struct VideoApi {
+    catalog: Arc<Catalog>,
+    cdns: CdnRing,
+    views: ViewBus,
+    metrics: Arc<Metrics>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<IpNet>,
+    /// CORS headers, sent on every response.
+    common_headers: Vec<u8>,
+}
+
+impl VideoApi {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        cdns: CdnRing,
+        views: ViewBus,
+        metrics: Arc<Metrics>,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
+        VideoApi {
+            catalog,
+            cdns,
+            views,
+            metrics,
+            trusted_proxies,
+            common_headers:
+                b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n".to_vec(),
+        }
+    }
+
+    fn dispatch(&self, route: Route<'_>, request: &Request<'_>, response: &mut Response) {
+        let method = request.method;
+        if method == "OPTIONS" {
+            return preflight(route, response);
+        }
+        let is_get = method == "GET" || method == "HEAD";
+        match route {
+            Route::Token if method == "POST" => self.sign_video(request, response),
+            // GET /video/token looks up the video whose id is "token", as Express did.
+            Route::Token if is_get => self.serve_video("token", request, response),
+            Route::Video(id) if is_get => self.serve_video(id, request, response),
+            Route::VideoViews(id) if is_get => self.serve_view_count(id, response),
+            Route::Health if is_get => {
+                response.set_content_type("application/json");
+                response.body.extend_from_slice(br#"{"status":"ok"}"#);
+            }
+            Route::Metrics if is_get => {
+                response.set_content_type(Metrics::content_type());
+                self.metrics.render(&mut response.body);
+            }
+            Route::Plaintext if is_get => {
+                response.set_content_type("text/plain");
+                response.body.extend_from_slice(b"Hello, World!");
+            }
+            Route::NotFound => {
+                let message = format!("no route for {} {}", method, request.path());
+                response.set_json_error(404, &message);
+            }
+            _ => {
+                let message = format!("method {method} is not allowed on {}", request.path());
+                response.set_json_error(405, &message);
+                response.add_header("Allow", route.allowed_methods().as_bytes());
+            }
+        }
+    }
+
+    /// `POST /video/token`.
+    fn sign_video(&self, request: &Request<'_>, response: &mut Response) {
+        if let Some(content_type) = request.header("content-type") {
+            if !is_json_media_type(content_type) {
+                response.set_json_error(
+                    415,
+                    "Content-Type must be application/json for POST /video/token",
+                );
+                return;
+            }
+        }
+        match video::parse_token_request(request.body) {
+            Ok(video) => {
+                let cdn = self.cdns.next();
+                response.set_content_type("application/json");
+                video.write_json(&mut response.body, Some(cdn));
+            }
+            Err(error) => {
+                response.set_json_error(400, &error.to_string());
+            }
+        }
+    }
+
+    /// `GET /video/:videoId`: the catalog video; a GET (not a HEAD) records a view.
+    fn serve_video(&self, raw_id: &str, request: &Request<'_>, response: &mut Response) {
+        let id = decode_segment(raw_id);
+        let Some(entry) = self.catalog.get(&id) else {
+            response.set_json_error(404, &format!("video {id:?} not found"));
+            return;
+        };
+        response.set_content_type("application/json");
+        response.body.extend_from_slice(entry.body());
+        if request.method == "GET" {
+            let client_ip = self.client_ip(request);
+            self.views
+                .record(ViewEvent::now(Arc::clone(entry), client_ip));
+        }
+    }
+
+    /// `GET /video/:videoId/views`: read from memory, kept current by the batch writer.
+    fn serve_view_count(&self, raw_id: &str, response: &mut Response) {
+        let id = decode_segment(raw_id);
+        let Some(entry) = self.catalog.get(&id) else {
+            response.set_json_error(404, &format!("video {id:?} not found"));
+            return;
+        };
+        response.set_content_type("application/json");
+        let body = &mut response.body;
+        body.extend_from_slice(b"{\"videoId\":");
+        json::write_string(body, entry.video_id());
+        body.extend_from_slice(b",\"views\":");
+        json::write_u64(body, entry.persisted_views());
+        body.push(b'}');
+    }
+
+    /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which
+    /// case the nearest untrusted address in `X-Forwarded-For` (read right to left, since
+    /// only the entries our proxies appended can be believed).
+    fn client_ip(&self, request: &Request<'_>) -> IpAddr {
+        let peer = request.peer.ip().to_canonical();
+        if self.trusted_proxies.is_empty() || !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = request
+            .headers_named("x-forwarded-for")
+            .flat_map(|value| value.split(|&b| b == b','))
+            .filter_map(|item| std::str::from_utf8(item).ok())
+            .filter_map(|item| item.trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl Service for VideoApi {
+    fn call(&self, request: &Request<'_>, response: &mut Response) {
+        let started = Instant::now();
+        let route = route(request.path());
+        self.dispatch(route, request, response);
+        self.metrics
+            .observe_request(route.metric_index(), response.status(), started.elapsed());
+    }
+
+    fn common_headers(&self) -> &[u8] {
+        &self.common_headers
+    }
+
+    fn rejected(&self, error: &HttpError) {
+        self.metrics
+            .observe_request(REJECTED_ROUTE, error.status(), std::time::Duration::ZERO);
+    }
+
+    fn connection_opened(&self) {
+        self.metrics.connections_open.inc();
+        self.metrics.connections_accepted.inc();
+    }
+
+    fn connection_closed(&self) {
+        self.metrics.connections_open.dec();
+    }
+}
+
+/// A CORS preflight: 204 with the methods the path answers.
+fn preflight(route: Route<'_>, response: &mut Response) {
+    let methods = route.allowed_methods().as_bytes();
+    response.set_status(204);
+    response.add_header("Access-Control-Allow-Methods", methods);
+    response.add_header("Access-Control-Max-Age", b"86400");
+    response.add_header("Allow", methods);
+}
+
+/// `application/json`, `application/json; charset=utf-8`, `application/*+json`.
+fn is_json_media_type(value: &[u8]) -> bool {
+    let essence = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() > 17
+            && essence[..12].eq_ignore_ascii_case(b"application/")
+            && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// Percent-decodes a path segment (`12%33` is `123`), as Express decoded route params.
+fn decode_segment(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+}
+
+/// Parses `--trusted-proxies`: addresses or CIDR blocks, comma separated.
+pub fn parse_trusted_proxies(list: &str) -> Result<Vec<IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR block"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/video/token"), Route::Token);
+        assert_eq!(route("/video/token/"), Route::Token);
+        assert_eq!(route("/video/12345"), Route::Video("12345"));
+        assert_eq!(route("/video/12345/"), Route::Video("12345"));
+        assert_eq!(route("/video/12345/views"), Route::VideoViews("12345"));
+        assert_eq!(route("/video/"), Route::NotFound);
+        assert_eq!(route("/video"), Route::NotFound);
+        assert_eq!(route("/video/1/2"), Route::NotFound);
+        assert_eq!(route("/"), Route::NotFound);
+        assert_eq!(route("/healthz"), Route::Health);
+    }
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type(b"application/json"));
+        assert!(is_json_media_type(b"Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type(b"application/vnd.api+json"));
+        assert!(!is_json_media_type(b"text/plain"));
+        assert!(!is_json_media_type(b"application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode_segment("12%334"), "1234");
+        assert_eq!(decode_segment("plain"), "plain");
+    }
+
+    #[test]
+    fn trusted_proxy_lists() {
+        let nets = parse_trusted_proxies("10.0.0.0/8, 127.0.0.1,::1").expect("valid");
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")));
+        assert!(parse_trusted_proxies("10.0.0.0/8,nope").is_err());
+        assert!(parse_trusted_proxies("").expect("empty").is_empty());
+    }
+}

@@ -1,0 +1,80 @@
+//! Our HTTP/1.1 server on the `may` coroutine runtime.
+//!
+//! ```text
+//!  listener ──accept──▶ connection coroutine (one per client, buffers of its own)
+//!                         read ─▶ request::parse ─▶ Service::call ─▶ Response::write_to ─▶ write
+//! ```
+//!
+//! `may_minihttp` showed how lean a coroutine server can be, but it cannot face real
+//! clients (16 headers at most, panics on a bad `Content-Length`, no limits, no timeouts,
+//! `Connection: close` ignored). This layer keeps its shape (a connection loop that
+//! answers every buffered pipelined request, then writes once) and adds what clients and
+//! attackers need: limits on head, header count and body ([`Limits`]), strict
+//! `Content-Length` framing, keep-alive rules for HTTP/1.0 and 1.1, `Expect:
+//! 100-continue`, idle and request timeouts, error responses that reach the client, and a
+//! graceful stop ([`ServerHandle::shutdown`]).
+//!
+//! The application plugs in through [`Service`]; the HTTP layer knows nothing of videos.
+
+mod connection;
+mod date;
+pub mod request;
+pub mod response;
+mod server;
+
+use std::time::Duration;
+
+pub use request::{HttpError, Limits, Request};
+pub use response::Response;
+pub use server::{start, ServerHandle, ShutdownReport, StartError};
+
+/// The application behind the server. One value serves every connection, concurrently.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one complete request by filling `response` (cleared beforehand).
+    fn call(&self, request: &Request<'_>, response: &mut Response);
+
+    /// Complete header lines (`Name: value\r\n`) added to every response, including the
+    /// errors the HTTP layer produces itself.
+    fn common_headers(&self) -> &[u8] {
+        b""
+    }
+
+    /// Told of each request the HTTP layer refused before it reached [`Service::call`].
+    fn rejected(&self, _error: &HttpError) {}
+
+    /// Told when a connection opens.
+    fn connection_opened(&self) {}
+
+    /// Told when a connection closes.
+    fn connection_closed(&self) {}
+}
+
+/// How the HTTP layer runs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub limits: Limits,
+    /// How long a keep-alive connection may sit with no request before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send one whole request once its first byte arrived
+    /// (slow-header and slow-body protection); past it the client gets a 408.
+    pub request_timeout: Duration,
+    /// `may` worker threads.
+    pub workers: usize,
+    /// Pin each worker to one CPU of the process's affinity mask.
+    pub pin_workers: bool,
+    /// Stack size of each coroutine, in bytes.
+    pub stack_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pin_workers: true,
+            stack_bytes: 64 * 1024,
+        }
+    }
+}

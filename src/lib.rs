@@ -1,0 +1,38 @@
+//! video-server: signs video URLs for CDNs and records who watched what.
+//!
+//! # Layout
+//!
+//! The modules, in the order a request's data flows through them:
+//!
+//! - [`config`]: command-line flags and environment variables.
+//! - [`http`]: our HTTP/1.1 server on `may` coroutines (connections, parsing, limits,
+//!   graceful stop). Knows nothing of videos; the application plugs in as a [`http::Service`].
+//! - [`api`]: the routes and their handlers.
+//! - [`video`]: the video document (strict parsing, rendering) and the in-memory catalog.
+//! - [`token`]: URL signing schemes, CDNs and the round robin over them.
+//! - [`views`]: the view event, the non-blocking bus and the batch writer thread.
+//! - [`store`]: the [`store::ViewStore`] trait and the embedded SQLite store.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`json`]: writing JSON straight into response buffers.
+//! - [`app`]: starting and stopping it all in order.
+//!
+//! ```text
+//!            ┌──────────── may worker per CPU ─────────────┐
+//!  client ──▶│ http::connection ─▶ api ─▶ video / token     │──▶ response
+//!            │                      └─▶ views::ViewBus ──────┼──▶ channel ──▶ BatchWriter ──▶ store
+//!            └──────────────────────────────────────────────┘                 (own thread)
+//! ```
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod json;
+pub mod metrics;
+pub mod store;
+pub mod token;
+pub mod video;
+pub mod views;
+
+pub use app::App;
+pub use config::Config;

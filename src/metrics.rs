@@ -1,0 +1,234 @@
+//! Prometheus metrics: what `GET /metrics` reports.
+//!
+//! Everything is registered once at start into one [`Metrics`] value shared by the HTTP
+//! workers and the batch writer. The hot path touches only pre-resolved handles: a request
+//! counter cell is looked up by (route index, status index) in a fixed table and created
+//! on first use, so neither label hashing nor a lock happens per request.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Status codes the server produces; anything else is counted under "other".
+const STATUSES: [u16; 13] = [
+    200, 204, 400, 404, 405, 408, 413, 415, 417, 431, 500, 501, 503,
+];
+const STATUS_SLOTS: usize = STATUSES.len() + 1;
+/// The most routes a service may name.
+pub const MAX_ROUTES: usize = 16;
+
+/// All metrics of one server.
+pub struct Metrics {
+    registry: Registry,
+    route_names: &'static [&'static str],
+    requests: IntCounterVec,
+    request_cells: Vec<[OnceLock<IntCounter>; STATUS_SLOTS]>,
+    latency: Vec<Histogram>,
+    /// Connections currently open.
+    pub connections_open: IntGauge,
+    /// Connections accepted since start.
+    pub connections_accepted: IntCounter,
+    /// Views queued on the bus (dropped ones are not counted here).
+    pub views_accepted: IntCounter,
+    /// Views committed by the store.
+    pub views_persisted: IntCounter,
+    /// Views refused because the bus was full (the store was not keeping up).
+    pub views_dropped: IntCounter,
+    /// Views the writer gave up on after the store kept failing at shutdown.
+    pub views_failed: IntCounter,
+    /// Accepted views neither persisted nor failed yet: in the channel or a batch.
+    pub views_pending: IntGauge,
+    /// Views per batch written.
+    pub batch_size: Histogram,
+    /// Time to write one batch, retries included.
+    pub flush_duration: Histogram,
+    /// Failed store writes (each attempt counts).
+    pub store_errors: IntCounter,
+}
+
+/// Why metrics could not be set up (a duplicate or malformed metric: a programming error).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Registers every metric; `route_names` label the request metrics, indexed by the
+    /// route index the service passes to [`Metrics::observe_request`].
+    pub fn new(route_names: &'static [&'static str]) -> Result<Self, MetricsError> {
+        assert!(route_names.len() <= MAX_ROUTES, "too many routes");
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP responses sent, by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let latency_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from a request's head being parsed to its response being ready",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.05, 0.1,
+            ]),
+            &["route"],
+        )?;
+        let latency = route_names
+            .iter()
+            .map(|name| latency_vec.get_metric_with_label_values(&[name]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("view_batch_size", "Views per batch written to the store").buckets(
+                vec![
+                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+                ],
+            ),
+        )?;
+        let flush_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "view_flush_duration_seconds",
+                "Time to write one batch of views to the store, retries included",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                5.0,
+            ]),
+        )?;
+        let metrics = Metrics {
+            route_names,
+            request_cells: route_names
+                .iter()
+                .map(|_| std::array::from_fn(|_| OnceLock::new()))
+                .collect(),
+            latency,
+            connections_open: IntGauge::new("http_connections_open", "Connections open now")?,
+            connections_accepted: IntCounter::new(
+                "http_connections_accepted_total",
+                "Connections accepted since start",
+            )?,
+            views_accepted: IntCounter::new(
+                "views_accepted_total",
+                "Views recorded by GET /video/:videoId and queued for the store",
+            )?,
+            views_persisted: IntCounter::new(
+                "views_persisted_total",
+                "Views committed to the store",
+            )?,
+            views_dropped: IntCounter::new(
+                "views_dropped_total",
+                "Views not queued because the queue was full",
+            )?,
+            views_failed: IntCounter::new(
+                "views_failed_total",
+                "Queued views abandoned because the store kept failing at shutdown",
+            )?,
+            views_pending: IntGauge::new(
+                "views_pending",
+                "Views queued or batched but not yet committed",
+            )?,
+            batch_size,
+            flush_duration,
+            store_errors: IntCounter::new("store_errors_total", "Failed store writes")?,
+            requests,
+            registry,
+        };
+        metrics.register_all(latency_vec)?;
+        Ok(metrics)
+    }
+
+    fn register_all(&self, latency_vec: HistogramVec) -> Result<(), prometheus::Error> {
+        let registry = &self.registry;
+        registry.register(Box::new(self.requests.clone()))?;
+        registry.register(Box::new(latency_vec))?;
+        registry.register(Box::new(self.connections_open.clone()))?;
+        registry.register(Box::new(self.connections_accepted.clone()))?;
+        registry.register(Box::new(self.views_accepted.clone()))?;
+        registry.register(Box::new(self.views_persisted.clone()))?;
+        registry.register(Box::new(self.views_dropped.clone()))?;
+        registry.register(Box::new(self.views_failed.clone()))?;
+        registry.register(Box::new(self.views_pending.clone()))?;
+        registry.register(Box::new(self.batch_size.clone()))?;
+        registry.register(Box::new(self.flush_duration.clone()))?;
+        registry.register(Box::new(self.store_errors.clone()))?;
+        Ok(())
+    }
+
+    /// Counts one response and its latency.
+    #[inline]
+    pub fn observe_request(&self, route: usize, status: u16, elapsed: Duration) {
+        let slot = STATUSES
+            .iter()
+            .position(|&known| known == status)
+            .unwrap_or(STATUSES.len());
+        let cell = &self.request_cells[route][slot];
+        cell.get_or_init(|| {
+            let status_label = if slot < STATUSES.len() {
+                STATUSES[slot].to_string()
+            } else {
+                "other".to_owned()
+            };
+            self.requests
+                .with_label_values(&[self.route_names[route], status_label.as_str()])
+        })
+        .inc();
+        self.latency[route].observe(elapsed.as_secs_f64());
+    }
+
+    /// Renders the Prometheus text exposition format into `out`.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let accepted = self.views_accepted.get();
+        // Dropped views were never accepted, so they are not part of the pending count.
+        let settled = self.views_persisted.get() + self.views_failed.get();
+        self.views_pending
+            .set(i64::try_from(accepted.saturating_sub(settled)).unwrap_or(i64::MAX));
+        // Encoding into a Vec cannot fail on I/O; a failure would be a malformed metric
+        // name, which registration already rules out, so an error here only truncates.
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), out) {
+            tracing::warn!(%error, "metrics encoding failed");
+        }
+    }
+
+    /// `text/plain; version=0.0.4`: the content type Prometheus expects.
+    pub fn content_type() -> &'static str {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_and_status() {
+        let metrics = Metrics::new(&["token", "video"]).expect("metrics");
+        metrics.observe_request(0, 200, Duration::from_micros(5));
+        metrics.observe_request(0, 200, Duration::from_micros(5));
+        metrics.observe_request(1, 404, Duration::from_micros(5));
+        metrics.observe_request(1, 299, Duration::from_micros(5));
+        metrics.views_accepted.inc_by(5);
+        metrics.views_persisted.inc_by(3);
+        let mut out = Vec::new();
+        metrics.render(&mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains(r#"http_requests_total{route="token",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"http_requests_total{route="video",status="404"} 1"#));
+        assert!(text.contains(r#"http_requests_total{route="video",status="other"} 1"#));
+        assert!(text.contains(r#"http_request_duration_seconds_count{route="token"} 2"#));
+        assert!(text.contains("views_pending 2"));
+    }
+}

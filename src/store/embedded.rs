@@ -1,0 +1,325 @@
+//! The embedded default store: SQLite (bundled, so nothing to install) in WAL mode.
+//!
+//! One file, `<data-dir>/video-server.sqlite3`, holds three tables:
+//!
+//! - `videos`: the catalog, one JSON document per `video_id`;
+//! - `views`: every view (`video_id`, `client_ip`, `timestamp_ms`);
+//! - `view_counts`: views per video, advanced in the same transaction as the inserts, so
+//!   counts are exact and reading them at start does not scan `views`.
+//!
+//! Each batch is one transaction with a cached prepared insert: SQLite's cost is per commit
+//! (one WAL append and, with `synchronous = FULL`, one fsync), so a thousand views cost
+//! barely more than one. `FULL` makes a committed batch survive power loss, not just a
+//! crash of this process; at most one commit per batch interval, it costs little.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use super::{StoreError, ViewStore};
+use crate::video::{self, Catalog, VideoPayload, SEED_VIDEO_JSON};
+use crate::views::ViewEvent;
+
+/// The database file's name inside `--data-dir`.
+pub const DATABASE_FILE: &str = "video-server.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS videos (
+    video_id TEXT PRIMARY KEY NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS views (
+    id INTEGER PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    client_ip TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS views_by_video ON views (video_id, timestamp_ms);
+CREATE TABLE IF NOT EXISTS view_counts (
+    video_id TEXT PRIMARY KEY NOT NULL,
+    views INTEGER NOT NULL
+);
+";
+
+const INSERT_VIEW: &str =
+    "INSERT INTO views (video_id, client_ip, timestamp_ms) VALUES (?1, ?2, ?3)";
+const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (?1, ?2)
+     ON CONFLICT (video_id) DO UPDATE SET views = views + excluded.views";
+const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
+     ON CONFLICT (video_id) DO UPDATE SET document = excluded.document";
+
+/// The SQLite store.
+pub struct EmbeddedStore {
+    connection: Connection,
+    path: PathBuf,
+    /// Reused per batch to add up views per video before updating `view_counts`.
+    counts_scratch: HashMap<Box<str>, i64>,
+}
+
+fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { context, source }
+}
+
+/// Busy and locked databases, a full disk and I/O errors can clear up; a constraint
+/// violation or a corrupt file cannot.
+pub(super) fn is_retriable(error: &rusqlite::Error) -> bool {
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::OutOfMemory,
+        ) => true,
+        Some(_) | None => false,
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let connection = Connection::open(&path).map_err(sqlite("open database"))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite("enable WAL"))?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite("set synchronous"))?;
+        // Another process (an operator's sqlite3 shell) may briefly hold the lock.
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite("set busy timeout"))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(sqlite("create schema"))?;
+        Ok(EmbeddedStore {
+            connection,
+            path,
+            counts_scratch: HashMap::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Seeds the catalog with the contract's video `12345` if it holds no video at all.
+    /// Returns whether it did.
+    pub fn seed_if_empty(&mut self) -> Result<bool, StoreError> {
+        let any: Option<i64> = self
+            .connection
+            .query_row("SELECT 1 FROM videos LIMIT 1", [], |row| row.get(0))
+            .optional()
+            .map_err(sqlite("check catalog"))?;
+        if any.is_some() {
+            return Ok(false);
+        }
+        let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|source| {
+            StoreError::CorruptDocument {
+                video_id: "12345".into(),
+                source,
+            }
+        })?;
+        self.upsert_videos(&[seed])?;
+        Ok(true)
+    }
+
+    /// Inserts or replaces videos by `videoId`, in one transaction.
+    pub fn upsert_videos(&mut self, videos: &[VideoPayload<'_>]) -> Result<usize, StoreError> {
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(sqlite("begin catalog import"))?;
+        {
+            let mut upsert = transaction
+                .prepare_cached(UPSERT_VIDEO)
+                .map_err(sqlite("prepare catalog upsert"))?;
+            let mut document = Vec::with_capacity(512);
+            for video in videos {
+                document.clear();
+                video.write_json(&mut document, None);
+                // write_json emits only UTF-8 (it copies validated strings).
+                let text = String::from_utf8_lossy(&document);
+                upsert
+                    .execute(params![video.video_id.as_ref(), text.as_ref()])
+                    .map_err(sqlite("upsert video"))?;
+            }
+        }
+        transaction
+            .commit()
+            .map_err(sqlite("commit catalog import"))?;
+        Ok(videos.len())
+    }
+
+    /// Reads the whole catalog with each video's persisted view count.
+    pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT v.video_id, v.document, COALESCE(c.views, 0)
+                 FROM videos v LEFT JOIN view_counts c ON c.video_id = v.video_id",
+            )
+            .map_err(sqlite("prepare catalog read"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(sqlite("read catalog"))?;
+        let mut documents = Vec::new();
+        for row in rows {
+            documents.push(row.map_err(sqlite("read catalog row"))?);
+        }
+        let mut videos = Vec::with_capacity(documents.len());
+        for (video_id, document, views) in &documents {
+            let video = video::parse_stored_video(document.as_bytes()).map_err(|source| {
+                StoreError::CorruptDocument {
+                    video_id: video_id.clone(),
+                    source,
+                }
+            })?;
+            videos.push((video.into_owned(), u64::try_from(*views).unwrap_or(0)));
+        }
+        Ok(Catalog::new(videos))
+    }
+
+    /// Views persisted for one video (for tools and tests; the server reads the catalog).
+    pub fn view_count(&self, video_id: &str) -> Result<u64, StoreError> {
+        let views: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT views FROM view_counts WHERE video_id = ?1",
+                [video_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sqlite("read view count"))?;
+        Ok(views.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
+    /// Rows in the `views` table for one video.
+    pub fn view_rows(&self, video_id: &str) -> Result<u64, StoreError> {
+        let rows: i64 = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM views WHERE video_id = ?1",
+                [video_id],
+                |row| row.get(0),
+            )
+            .map_err(sqlite("count views"))?;
+        Ok(u64::try_from(rows).unwrap_or(0))
+    }
+}
+
+impl ViewStore for EmbeddedStore {
+    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+        let counts = &mut self.counts_scratch;
+        counts.clear();
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(sqlite("begin view batch"))?;
+        {
+            let mut insert = transaction
+                .prepare_cached(INSERT_VIEW)
+                .map_err(sqlite("prepare view insert"))?;
+            let mut ip_text = String::with_capacity(48);
+            for view in views {
+                use std::fmt::Write;
+                ip_text.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(ip_text, "{}", view.client_ip);
+                let video_id = view.video.video_id();
+                insert
+                    .execute(params![video_id, ip_text.as_str(), view.timestamp_ms])
+                    .map_err(sqlite("insert view"))?;
+                match counts.get_mut(video_id) {
+                    Some(count) => *count += 1,
+                    None => {
+                        counts.insert(video_id.into(), 1);
+                    }
+                }
+            }
+            let mut add_count = transaction
+                .prepare_cached(ADD_VIEW_COUNT)
+                .map_err(sqlite("prepare view count"))?;
+            for (video_id, count) in counts.iter() {
+                add_count
+                    .execute(params![video_id.as_ref(), count])
+                    .map_err(sqlite("add view count"))?;
+            }
+        }
+        transaction.commit().map_err(sqlite("commit view batch"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv6Addr};
+    use std::sync::Arc;
+
+    #[test]
+    fn fresh_store_seeds_once_and_keeps_counts_across_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let mut store = EmbeddedStore::open(dir.path()).expect("open");
+            assert!(store.seed_if_empty().expect("seed"));
+            assert!(!store.seed_if_empty().expect("second seed is a no-op"));
+            let catalog = store.load_catalog().expect("catalog");
+            let entry = Arc::clone(catalog.get("12345").expect("seeded video"));
+            assert_eq!(entry.body(), SEED_VIDEO_JSON.as_bytes());
+            let views: Vec<ViewEvent> = (0..3)
+                .map(|_| ViewEvent::now(Arc::clone(&entry), IpAddr::V6(Ipv6Addr::LOCALHOST)))
+                .collect();
+            store.write_views(&views).expect("write");
+            store.write_views(&views[..1]).expect("write");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.view_count("12345").expect("count"), 4);
+        assert_eq!(store.view_rows("12345").expect("rows"), 4);
+        let catalog = store.load_catalog().expect("catalog");
+        assert_eq!(catalog.get("12345").expect("video").persisted_views(), 4);
+    }
+
+    #[test]
+    fn imported_videos_replace_by_video_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        let videos = video::parse_catalog(
+            br#"[{"videoId":"a","title":"first","sources":[]},
+                {"videoId":"a","title":"second","sources":[]},
+                {"videoId":"b","title":"other","sources":[{"src":"/b.mp4","size":1,"type":"video/mp4"}]}]"#,
+        )
+        .expect("catalog");
+        store.upsert_videos(&videos).expect("import");
+        assert!(!store.seed_if_empty().expect("not empty, so no seed"));
+        let catalog = store.load_catalog().expect("catalog");
+        assert_eq!(catalog.len(), 2);
+        let body = catalog.get("a").expect("a").body();
+        assert!(String::from_utf8_lossy(body).contains("second"));
+    }
+
+    #[test]
+    fn retriable_errors_are_told_apart() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let constraint = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            None,
+        );
+        assert!(is_retriable(&busy));
+        assert!(!is_retriable(&constraint));
+    }
+}

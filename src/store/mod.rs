@@ -1,0 +1,54 @@
+//! Where videos and views are kept.
+//!
+//! The [`ViewStore`] trait is the seam between the batch writer and a database: one call
+//! writes one batch, and its error says whether trying again could help. The
+//! [`EmbeddedStore`] (SQLite, under `--data-dir`) is the default, so a fresh clone runs with
+//! no server to install; it also keeps the catalog, read once at start into memory.
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+use crate::video::PayloadError;
+use crate::views::ViewEvent;
+
+/// A database that persists batches of views. Implementations run on the batch writer's
+/// own thread, so they may block.
+pub trait ViewStore: Send + 'static {
+    /// Durably writes every view of the batch, or none of them.
+    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError>;
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("embedded store ({context}): {source}")]
+    Sqlite {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("stored video {video_id:?} is not a valid document: {source}")]
+    CorruptDocument {
+        video_id: String,
+        source: PayloadError,
+    },
+    #[error("store unavailable: {reason}")]
+    Unavailable { reason: String, retriable: bool },
+}
+
+impl StoreError {
+    /// Whether the same write may succeed if tried again later (busy, locked, out of
+    /// space, I/O trouble), as opposed to a write that can never succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => embedded::is_retriable(source),
+            StoreError::Unavailable { retriable, .. } => *retriable,
+            StoreError::DataDir { .. } | StoreError::CorruptDocument { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The catalog served by `GET /video/:videoId`, held in memory.
+//!
+//! The store is read once at start (see [`crate::store`]); from then on the hot path never
+//! touches the database. Each [`CatalogEntry`] keeps its JSON body rendered in advance and
+//! the count of its views that the store has durably persisted: the batch writer adds to
+//! that count after each committed batch, and `GET /video/:videoId/views` reads it with one
+//! atomic load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::payload::VideoPayload;
+
+/// The video a fresh install starts with, exactly as the old service's seeder wrote it.
+pub const SEED_VIDEO_JSON: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
+
+/// One video as served.
+#[derive(Debug)]
+pub struct CatalogEntry {
+    /// The key clients ask for (`videoId`), also the key views are recorded under.
+    video_id: Box<str>,
+    /// The response body of `GET /video/:videoId`, rendered once.
+    body: Box<[u8]>,
+    /// Views of this video the store has committed (loaded at start, then advanced by the
+    /// batch writer).
+    persisted_views: AtomicU64,
+}
+
+impl CatalogEntry {
+    pub fn new(video: &VideoPayload<'_>, persisted_views: u64) -> Self {
+        let mut body = Vec::with_capacity(256);
+        video.write_json(&mut body, None);
+        CatalogEntry {
+            video_id: video.video_id.as_ref().into(),
+            body: body.into_boxed_slice(),
+            persisted_views: AtomicU64::new(persisted_views),
+        }
+    }
+
+    pub fn video_id(&self) -> &str {
+        &self.video_id
+    }
+
+    /// The JSON document, as `GET /video/:videoId` returns it.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn persisted_views(&self) -> u64 {
+        self.persisted_views.load(Ordering::Acquire)
+    }
+
+    /// Called by the batch writer once views of this video are committed.
+    pub fn add_persisted_views(&self, count: u64) {
+        self.persisted_views.fetch_add(count, Ordering::AcqRel);
+    }
+}
+
+/// Every servable video, by `videoId`.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: HashMap<Box<str>, Arc<CatalogEntry>>,
+}
+
+impl Catalog {
+    /// Builds the catalog from videos and their persisted view counts; a later video with
+    /// the same `videoId` replaces an earlier one.
+    pub fn new<'a>(videos: impl IntoIterator<Item = (VideoPayload<'a>, u64)>) -> Self {
+        let entries = videos
+            .into_iter()
+            .map(|(video, views)| {
+                let entry = Arc::new(CatalogEntry::new(&video, views));
+                (entry.video_id.clone(), entry)
+            })
+            .collect();
+        Catalog { entries }
+    }
+
+    #[inline]
+    pub fn get(&self, video_id: &str) -> Option<&Arc<CatalogEntry>> {
+        self.entries.get(video_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::parse_stored_video;
+
+    #[test]
+    fn seed_video_is_served_byte_for_byte() {
+        let seed = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed parses");
+        let catalog = Catalog::new([(seed, 7)]);
+        let entry = catalog.get("12345").expect("seeded");
+        assert_eq!(entry.body(), SEED_VIDEO_JSON.as_bytes());
+        assert_eq!(entry.persisted_views(), 7);
+        entry.add_persisted_views(3);
+        assert_eq!(entry.persisted_views(), 10);
+        assert!(catalog.get("nope").is_none());
+    }
+}

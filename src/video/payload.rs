@@ -1,0 +1,963 @@
+//! The video document: strict validation while parsing, and rendering back to JSON.
+//!
+//! One parser serves every place a video enters the server: the body of
+//! `POST /video/token`, a `--catalog` import file, and the documents the store keeps. It is
+//! a set of hand-written `serde` visitors over `serde_json`'s deserializer, so that:
+//!
+//! - strings borrow from the request buffer whenever they carry no escapes (`Cow::Borrowed`);
+//! - the first problem stops parsing at once, and its message names the field by path
+//!   (`video.sources[0].size must be an integer`): the visitors record the message in an
+//!   [`ErrorSlot`] and hand serde an opaque error, because serde's own messages speak of
+//!   "invalid type: string, expected i64 at line 1 column 9", not of our fields;
+//! - nothing is ever skipped or parsed into a generic value, so hostile nesting
+//!   (`[[[[…` ten thousand deep) is refused at its first bracket and never recurses: the
+//!   coroutine stacks that run this code are small.
+//!
+//! [`VideoPayload::write_json`] renders the video back, keys in the order they were sent,
+//! each source's `src` optionally replaced by its signed CDN URL.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::json;
+use crate::token::Cdn;
+
+/// Why a video document was refused. The message is what the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The bytes are not JSON at all (truncated, bad escape, trailing garbage…).
+    #[error("request body is not valid JSON: {0}")]
+    Syntax(String),
+    /// The JSON is well formed but breaks a rule; `path` names the field.
+    #[error("{path} {problem}")]
+    Invalid { path: String, problem: String },
+}
+
+/// The fields of a video, in the order a document may list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VideoField {
+    Id,
+    VideoId,
+    Title,
+    Sources,
+}
+
+/// The fields of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceField {
+    Src,
+    Size,
+    Type,
+}
+
+/// One playable rendition of a video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePayload<'a> {
+    pub src: Cow<'a, str>,
+    pub size: i64,
+    pub media_type: Cow<'a, str>,
+    /// Keys as sent, so the response lists them in the same order.
+    order: [SourceField; 3],
+}
+
+/// A validated video document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoPayload<'a> {
+    /// `_id`: the old service's MongoDB id, 24 hex digits, optional.
+    pub id: Option<Cow<'a, str>>,
+    pub video_id: Cow<'a, str>,
+    pub title: Cow<'a, str>,
+    pub sources: Vec<SourcePayload<'a>>,
+    /// Keys as sent (`_id` may be absent, so up to four).
+    order: [VideoField; 4],
+    order_len: u8,
+}
+
+/// Where a document sits, for error paths: `video` in a token request, `catalog[3]` in an
+/// import file.
+#[derive(Debug, Clone, Copy)]
+enum DocumentRoot {
+    TokenRequest,
+    CatalogEntry(usize),
+    Stored,
+}
+
+impl fmt::Display for DocumentRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DocumentRoot::TokenRequest | DocumentRoot::Stored => f.write_str("video"),
+            DocumentRoot::CatalogEntry(index) => write!(f, "catalog[{index}]"),
+        }
+    }
+}
+
+/// A field path built only when an error needs it.
+#[derive(Debug, Clone, Copy)]
+enum FieldPath<'k> {
+    Body,
+    Video(DocumentRoot),
+    VideoField(DocumentRoot, &'k str),
+    Source(DocumentRoot, usize),
+    SourceField(DocumentRoot, usize, &'k str),
+}
+
+impl fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldPath::Body => f.write_str("request body"),
+            FieldPath::Video(root) => write!(f, "{root}"),
+            FieldPath::VideoField(root, field) => write!(f, "{root}.{field}"),
+            FieldPath::Source(root, index) => write!(f, "{root}.sources[{index}]"),
+            FieldPath::SourceField(root, index, field) => {
+                write!(f, "{root}.sources[{index}].{field}")
+            }
+        }
+    }
+}
+
+/// Holds the first rule broken while parsing; serde only carries an opaque error outward.
+#[derive(Default)]
+struct ErrorSlot(RefCell<Option<PayloadError>>);
+
+impl ErrorSlot {
+    /// Records the problem unless a deeper one was recorded first.
+    fn record(&self, path: FieldPath<'_>, problem: impl fmt::Display) {
+        let mut slot = self.0.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(PayloadError::Invalid {
+                path: path.to_string(),
+                problem: problem.to_string(),
+            });
+        }
+    }
+
+    /// Records the problem and returns the opaque error that unwinds the parse.
+    fn fail<E: de::Error>(&self, path: FieldPath<'_>, problem: impl fmt::Display) -> E {
+        self.record(path, problem);
+        E::custom("invalid video document")
+    }
+
+    /// For a value serde itself refused: records what the field should have been, and
+    /// passes serde's error on unchanged, so that a syntax error (truncated input) is still
+    /// reported as one.
+    fn refused<'s, 'k, E>(
+        &'s self,
+        path: FieldPath<'k>,
+        problem: &'static str,
+    ) -> impl FnOnce(E) -> E + use<'s, 'k, E> {
+        move |error| {
+            self.record(path, problem);
+            error
+        }
+    }
+
+    /// Turns a failed parse into the error the client sees: a syntax error if the bytes
+    /// are not JSON, otherwise the recorded rule.
+    fn into_error(self, error: serde_json::Error) -> PayloadError {
+        use serde_json::error::Category;
+        match (error.classify(), self.0.into_inner()) {
+            (Category::Data, Some(recorded)) => recorded,
+            (Category::Io | Category::Syntax | Category::Eof, _) | (Category::Data, None) => {
+                PayloadError::Syntax(error.to_string())
+            }
+        }
+    }
+}
+
+/// Parses the body of `POST /video/token`: `{"video": {...}}` and nothing else.
+pub fn parse_token_request(body: &[u8]) -> Result<VideoPayload<'_>, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PayloadError::Invalid {
+            path: "request body".into(),
+            problem: "is empty; expected a JSON object with the single key \"video\"".into(),
+        });
+    }
+    run_parser(body, |slot, deserializer| {
+        deserializer.deserialize_any(TokenRequestVisitor { slot })
+    })
+}
+
+/// Parses one stored video document (as the store keeps it).
+pub fn parse_stored_video(document: &[u8]) -> Result<VideoPayload<'_>, PayloadError> {
+    run_parser(document, |slot, deserializer| {
+        VideoSeed {
+            slot,
+            root: DocumentRoot::Stored,
+        }
+        .deserialize(deserializer)
+    })
+}
+
+/// Parses a catalog import file: a JSON array of video documents.
+pub fn parse_catalog(bytes: &[u8]) -> Result<Vec<VideoPayload<'static>>, PayloadError> {
+    let videos = run_parser(bytes, |slot, deserializer| {
+        deserializer.deserialize_any(CatalogVisitor { slot })
+    })?;
+    Ok(videos.into_iter().map(VideoPayload::into_owned).collect())
+}
+
+fn run_parser<'de, T>(
+    bytes: &'de [u8],
+    parse: impl FnOnce(
+        &ErrorSlot,
+        &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, PayloadError> {
+    let slot = ErrorSlot::default();
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = parse(&slot, &mut deserializer).and_then(|value| {
+        deserializer.end()?;
+        Ok(value)
+    });
+    parsed.map_err(|error| slot.into_error(error))
+}
+
+impl<'a> VideoPayload<'a> {
+    /// Detaches the document from the buffer it was parsed from.
+    pub fn into_owned(self) -> VideoPayload<'static> {
+        VideoPayload {
+            id: self.id.map(|id| Cow::Owned(id.into_owned())),
+            video_id: Cow::Owned(self.video_id.into_owned()),
+            title: Cow::Owned(self.title.into_owned()),
+            sources: self
+                .sources
+                .into_iter()
+                .map(|source| SourcePayload {
+                    src: Cow::Owned(source.src.into_owned()),
+                    size: source.size,
+                    media_type: Cow::Owned(source.media_type.into_owned()),
+                    order: source.order,
+                })
+                .collect(),
+            order: self.order,
+            order_len: self.order_len,
+        }
+    }
+
+    /// Appends the document as JSON, keys in the order they were received. With a CDN,
+    /// every `src` becomes its signed URL on that CDN.
+    pub fn write_json(&self, out: &mut Vec<u8>, signer: Option<&Cdn>) {
+        out.push(b'{');
+        for (position, field) in self.order[..usize::from(self.order_len)].iter().enumerate() {
+            if position > 0 {
+                out.push(b',');
+            }
+            match field {
+                VideoField::Id => {
+                    out.extend_from_slice(b"\"_id\":");
+                    // `order` lists Id only when one was sent.
+                    json::write_string(out, self.id.as_deref().unwrap_or_default());
+                }
+                VideoField::VideoId => {
+                    out.extend_from_slice(b"\"videoId\":");
+                    json::write_string(out, &self.video_id);
+                }
+                VideoField::Title => {
+                    out.extend_from_slice(b"\"title\":");
+                    json::write_string(out, &self.title);
+                }
+                VideoField::Sources => {
+                    out.extend_from_slice(b"\"sources\":[");
+                    for (index, source) in self.sources.iter().enumerate() {
+                        if index > 0 {
+                            out.push(b',');
+                        }
+                        source.write_json(out, signer);
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+impl SourcePayload<'_> {
+    fn write_json(&self, out: &mut Vec<u8>, signer: Option<&Cdn>) {
+        out.push(b'{');
+        for (position, field) in self.order.iter().enumerate() {
+            if position > 0 {
+                out.push(b',');
+            }
+            match field {
+                SourceField::Src => {
+                    out.extend_from_slice(b"\"src\":\"");
+                    match signer {
+                        Some(cdn) => cdn.write_signed_url(out, &self.src),
+                        None => json::write_escaped(out, &self.src),
+                    }
+                    out.push(b'"');
+                }
+                SourceField::Size => {
+                    out.extend_from_slice(b"\"size\":");
+                    json::write_i64(out, self.size);
+                }
+                SourceField::Type => {
+                    out.extend_from_slice(b"\"type\":");
+                    json::write_string(out, &self.media_type);
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+// ---- visitors ------------------------------------------------------------------------
+
+/// A string, borrowed from the input when it has no escapes.
+struct CowStrVisitor;
+
+impl<'de> Visitor<'de> for CowStrVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(text))
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text))
+    }
+}
+
+/// An object key.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(CowStrVisitor)
+    }
+}
+
+/// A string field; `problem` is what to say when the value is not a string.
+struct StrSeed<'s, 'k> {
+    slot: &'s ErrorSlot,
+    path: FieldPath<'k>,
+    problem: &'static str,
+}
+
+impl<'de> DeserializeSeed<'de> for StrSeed<'_, '_> {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer
+            .deserialize_str(CowStrVisitor)
+            .map_err(self.slot.refused(self.path, self.problem))
+    }
+}
+
+/// An integer field. JSON has one number type, so `1080.0` counts as the integer 1080, as
+/// it did for the old service; `1080.5`, `"1080"` and out-of-range values do not.
+struct IntegerSeed<'s, 'k> {
+    slot: &'s ErrorSlot,
+    path: FieldPath<'k>,
+}
+
+/// The largest integer a double (and so a JavaScript client) represents exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+impl<'de> DeserializeSeed<'de> for IntegerSeed<'_, '_> {
+    type Value = i64;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<i64, D::Error> {
+        let (slot, path) = (self.slot, self.path);
+        deserializer
+            .deserialize_any(IntegerVisitor)
+            .map_err(slot.refused(path, "must be an integer"))
+    }
+}
+
+struct IntegerVisitor;
+
+impl<'de> Visitor<'de> for IntegerVisitor {
+    type Value = i64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer")
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
+        Ok(value)
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
+        i64::try_from(value).map_err(|_| E::custom("out of range"))
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<i64, E> {
+        if value.fract() == 0.0 && value.abs() <= MAX_SAFE_INTEGER {
+            // Exact: the value is integral and within ±2^53.
+            Ok(value as i64)
+        } else {
+            Err(E::custom("not an integer"))
+        }
+    }
+}
+
+/// `{"video": {...}}`.
+struct TokenRequestVisitor<'s> {
+    slot: &'s ErrorSlot,
+}
+
+impl<'de> Visitor<'de> for TokenRequestVisitor<'_> {
+    type Value = VideoPayload<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object with the single key \"video\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let slot = self.slot;
+        let mut video = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if key != "video" {
+                return Err(slot.fail(
+                    FieldPath::Body,
+                    format_args!("has unexpected key {key:?}; the only key allowed is \"video\""),
+                ));
+            }
+            if video.is_some() {
+                return Err(slot.fail(FieldPath::Body, "has the key \"video\" twice"));
+            }
+            let root = DocumentRoot::TokenRequest;
+            video = Some(map.next_value_seed(VideoSeed { slot, root })?);
+        }
+        video.ok_or_else(|| slot.fail(FieldPath::Video(DocumentRoot::TokenRequest), "is required"))
+    }
+
+    // Anything but an object lands here through serde's defaults; say what was expected.
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.not_an_object())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(self.not_an_object())
+    }
+}
+
+impl TokenRequestVisitor<'_> {
+    fn not_an_object<E: de::Error>(&self) -> E {
+        self.slot.fail(
+            FieldPath::Body,
+            "must be a JSON object with the single key \"video\"",
+        )
+    }
+}
+
+/// A JSON array of videos (catalog import).
+struct CatalogVisitor<'s> {
+    slot: &'s ErrorSlot,
+}
+
+impl<'de> Visitor<'de> for CatalogVisitor<'_> {
+    type Value = Vec<VideoPayload<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of videos")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut videos = Vec::new();
+        loop {
+            let root = DocumentRoot::CatalogEntry(videos.len());
+            match seq.next_element_seed(VideoSeed {
+                slot: self.slot,
+                root,
+            })? {
+                Some(video) => videos.push(video),
+                None => return Ok(videos),
+            }
+        }
+    }
+}
+
+/// One video object.
+struct VideoSeed<'s> {
+    slot: &'s ErrorSlot,
+    root: DocumentRoot,
+}
+
+impl<'de> DeserializeSeed<'de> for VideoSeed<'_> {
+    type Value = VideoPayload<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let (slot, root) = (self.slot, self.root);
+        deserializer
+            .deserialize_map(VideoVisitor { slot, root })
+            .map_err(slot.refused(FieldPath::Video(root), "must be an object"))
+    }
+}
+
+struct VideoVisitor<'s> {
+    slot: &'s ErrorSlot,
+    root: DocumentRoot,
+}
+
+impl<'de> Visitor<'de> for VideoVisitor<'_> {
+    type Value = VideoPayload<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a video object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (slot, root) = (self.slot, self.root);
+        let mut id = None;
+        let mut video_id = None;
+        let mut title = None;
+        let mut sources = None;
+        let mut order = [VideoField::Id; 4];
+        let mut order_len = 0u8;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let field = match key.as_ref() {
+                "_id" => VideoField::Id,
+                "videoId" => VideoField::VideoId,
+                "title" => VideoField::Title,
+                "sources" => VideoField::Sources,
+                other => {
+                    return Err(slot.fail(FieldPath::VideoField(root, other), "is not allowed"))
+                }
+            };
+            let path = FieldPath::VideoField(root, &key);
+            if order[..usize::from(order_len)].contains(&field) {
+                return Err(slot.fail(path, "appears twice"));
+            }
+            order[usize::from(order_len)] = field;
+            order_len += 1;
+            match field {
+                VideoField::Id => {
+                    let problem = "must be a string of 24 hex digits";
+                    let value = map.next_value_seed(StrSeed {
+                        slot,
+                        path,
+                        problem,
+                    })?;
+                    if value.len() != 24 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(slot.fail(path, problem));
+                    }
+                    id = Some(value);
+                }
+                VideoField::VideoId | VideoField::Title => {
+                    let value = map.next_value_seed(StrSeed {
+                        slot,
+                        path,
+                        problem: "must be a string",
+                    })?;
+                    if value.trim().is_empty() {
+                        return Err(slot.fail(path, "must not be empty"));
+                    }
+                    if field == VideoField::VideoId {
+                        video_id = Some(value);
+                    } else {
+                        title = Some(value);
+                    }
+                }
+                VideoField::Sources => {
+                    sources = Some(map.next_value_seed(SourcesSeed { slot, root })?);
+                }
+            }
+        }
+        let missing = |name| slot.fail(FieldPath::VideoField(root, name), "is required");
+        Ok(VideoPayload {
+            id,
+            video_id: video_id.ok_or_else(|| missing("videoId"))?,
+            title: title.ok_or_else(|| missing("title"))?,
+            sources: sources.ok_or_else(|| missing("sources"))?,
+            order,
+            order_len,
+        })
+    }
+}
+
+/// `sources`: an array of source objects, possibly empty.
+struct SourcesSeed<'s> {
+    slot: &'s ErrorSlot,
+    root: DocumentRoot,
+}
+
+impl<'de> DeserializeSeed<'de> for SourcesSeed<'_> {
+    type Value = Vec<SourcePayload<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let (slot, root) = (self.slot, self.root);
+        deserializer
+            .deserialize_seq(self)
+            .map_err(slot.refused(FieldPath::VideoField(root, "sources"), "must be an array"))
+    }
+}
+
+impl<'de> Visitor<'de> for SourcesSeed<'_> {
+    type Value = Vec<SourcePayload<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of sources")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut sources = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+        loop {
+            let seed = SourceSeed {
+                slot: self.slot,
+                root: self.root,
+                index: sources.len(),
+            };
+            match seq.next_element_seed(seed)? {
+                Some(source) => sources.push(source),
+                None => return Ok(sources),
+            }
+        }
+    }
+}
+
+/// One `{src, size, type}` object.
+struct SourceSeed<'s> {
+    slot: &'s ErrorSlot,
+    root: DocumentRoot,
+    index: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for SourceSeed<'_> {
+    type Value = SourcePayload<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let (slot, path) = (self.slot, FieldPath::Source(self.root, self.index));
+        deserializer
+            .deserialize_map(self)
+            .map_err(slot.refused(path, "must be an object with src, size and type"))
+    }
+}
+
+impl<'de> Visitor<'de> for SourceSeed<'_> {
+    type Value = SourcePayload<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a source object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (slot, root, index) = (self.slot, self.root, self.index);
+        let mut src = None;
+        let mut size = None;
+        let mut media_type = None;
+        let mut order = [SourceField::Src; 3];
+        let mut order_len = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let path = FieldPath::SourceField(root, index, &key);
+            let field = match key.as_ref() {
+                "src" => SourceField::Src,
+                "size" => SourceField::Size,
+                "type" => SourceField::Type,
+                _ => return Err(slot.fail(path, "is not allowed")),
+            };
+            if order[..order_len].contains(&field) {
+                return Err(slot.fail(path, "appears twice"));
+            }
+            order[order_len] = field;
+            order_len += 1;
+            match field {
+                SourceField::Size => size = Some(map.next_value_seed(IntegerSeed { slot, path })?),
+                SourceField::Src | SourceField::Type => {
+                    let problem = "must be a string";
+                    let value = map.next_value_seed(StrSeed {
+                        slot,
+                        path,
+                        problem,
+                    })?;
+                    if value.is_empty() {
+                        return Err(slot.fail(path, "must not be empty"));
+                    }
+                    if field == SourceField::Src {
+                        src = Some(value);
+                    } else {
+                        media_type = Some(value);
+                    }
+                }
+            }
+        }
+        let missing = |name| slot.fail(FieldPath::SourceField(root, index, name), "is required");
+        Ok(SourcePayload {
+            src: src.ok_or_else(|| missing("src"))?,
+            size: size.ok_or_else(|| missing("size"))?,
+            media_type: media_type.ok_or_else(|| missing("type"))?,
+            order,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::default_cdns;
+
+    const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny",
+ "sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},
+            {"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
+
+    fn error_of(body: &str) -> String {
+        parse_token_request(body.as_bytes())
+            .expect_err(body)
+            .to_string()
+    }
+
+    fn rendered(video: &VideoPayload<'_>, signer: Option<&Cdn>) -> serde_json::Value {
+        let mut out = Vec::new();
+        video.write_json(&mut out, signer);
+        serde_json::from_slice(&out).expect("rendering is valid JSON")
+    }
+
+    #[test]
+    fn contract_body_parses_and_borrows_unescaped_strings() {
+        let video = parse_token_request(CONTRACT_BODY.as_bytes()).expect("valid");
+        assert_eq!(video.video_id, "12345");
+        assert_eq!(video.sources.len(), 2);
+        assert_eq!(video.sources[1].size, 720);
+        assert!(matches!(video.title, Cow::Borrowed(_)));
+        assert!(matches!(video.sources[0].src, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn signed_rendering_rewrites_only_src() {
+        let video = parse_token_request(CONTRACT_BODY.as_bytes()).expect("valid");
+        let cdn = &default_cdns()[0];
+        let value = rendered(&video, Some(cdn));
+        assert_eq!(value["_id"], "6213a7299fa2604f1b188ee0");
+        assert_eq!(value["title"], "Big Buck Bunny");
+        assert_eq!(
+            value["sources"][0]["src"],
+            "https://d2usdis6r1u782.cloudfront.net/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4?token=c6346e68c6808c506faa8851ca0f6aef"
+        );
+        assert_eq!(value["sources"][1]["size"], 720);
+        assert_eq!(value["sources"][1]["type"], "video/mp4");
+    }
+
+    #[test]
+    fn unsigned_rendering_round_trips_and_keeps_key_order() {
+        let body = r#"{"video":{"sources":[{"type":"t","size":1,"src":"/a\"b"}],"title":"T","videoId":"v"}}"#;
+        let video = parse_token_request(body.as_bytes()).expect("valid");
+        let mut out = Vec::new();
+        video.write_json(&mut out, None);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            r#"{"sources":[{"type":"t","size":1,"src":"/a\"b"}],"title":"T","videoId":"v"}"#
+        );
+    }
+
+    #[test]
+    fn empty_sources_are_allowed_and_id_is_optional() {
+        let video = parse_token_request(br#"{"video":{"videoId":"1","title":"t","sources":[]}}"#)
+            .expect("valid");
+        assert!(video.id.is_none());
+        assert!(video.sources.is_empty());
+    }
+
+    #[test]
+    fn integral_floats_count_as_integers() {
+        let video = parse_token_request(
+            br#"{"video":{"videoId":"1","title":"t","sources":[{"src":"/a","size":1080.0,"type":"v"}]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(video.sources[0].size, 1080);
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let source = |inner: &str| {
+            format!(
+                r#"{{"video":{{"videoId":"1","title":"t","sources":[{{"src":"/a","size":1,"type":"v"}},{inner}]}}}}"#
+            )
+        };
+        let video = |inner: &str| format!(r#"{{"video":{{{inner}}}}}"#);
+        let base = r#""videoId":"1","title":"t","sources":[]"#;
+        let cases: Vec<(String, &str)> = vec![
+            ("".into(), "request body is empty"),
+            ("[]".into(), "request body must be a JSON object"),
+            ("\"video\"".into(), "request body must be a JSON object"),
+            ("{}".into(), "video is required"),
+            (r#"{"video":1}"#.into(), "video must be an object"),
+            (r#"{"video":null}"#.into(), "video must be an object"),
+            (
+                format!(r#"{{"video":{{{base}}},"extra":1}}"#),
+                "unexpected key \"extra\"",
+            ),
+            (
+                format!(r#"{{"video":{{{base}}},"video":{{{base}}}}}"#),
+                "\"video\" twice",
+            ),
+            (
+                video(r#""title":"t","sources":[]"#),
+                "video.videoId is required",
+            ),
+            (
+                video(r#""videoId":"1","sources":[]"#),
+                "video.title is required",
+            ),
+            (
+                video(r#""videoId":"1","title":"t""#),
+                "video.sources is required",
+            ),
+            (
+                video(r#""videoId":"  ","title":"t","sources":[]"#),
+                "video.videoId must not be empty",
+            ),
+            (
+                video(r#""videoId":"1","title":"","sources":[]"#),
+                "video.title must not be empty",
+            ),
+            (
+                video(r#""videoId":12345,"title":"t","sources":[]"#),
+                "video.videoId must be a string",
+            ),
+            (
+                video(r#""videoId":"1","title":null,"sources":[]"#),
+                "video.title must be a string",
+            ),
+            (
+                video(&format!(r#""_id":"xyz",{base}"#)),
+                "video._id must be a string of 24 hex digits",
+            ),
+            (
+                video(&format!(r#""_id":"6213a7299fa2604f1b188eeZ",{base}"#)),
+                "video._id must be a string of 24 hex digits",
+            ),
+            (
+                video(&format!(r#""_id":7,{base}"#)),
+                "video._id must be a string of 24 hex digits",
+            ),
+            (
+                video(&format!(r#"{base},"views":3"#)),
+                "video.views is not allowed",
+            ),
+            (
+                video(r#""videoId":"1","videoId":"2","title":"t","sources":[]"#),
+                "video.videoId appears twice",
+            ),
+            (
+                video(r#""videoId":"1","title":"t","sources":{}"#),
+                "video.sources must be an array",
+            ),
+            (source("7"), "video.sources[1] must be an object"),
+            (
+                source(r#"{"size":1,"type":"v"}"#),
+                "video.sources[1].src is required",
+            ),
+            (
+                source(r#"{"src":"/a","type":"v"}"#),
+                "video.sources[1].size is required",
+            ),
+            (
+                source(r#"{"src":"/a","size":1}"#),
+                "video.sources[1].type is required",
+            ),
+            (
+                source(r#"{"src":"","size":1,"type":"v"}"#),
+                "video.sources[1].src must not be empty",
+            ),
+            (
+                source(r#"{"src":"/a","size":1,"type":""}"#),
+                "video.sources[1].type must not be empty",
+            ),
+            (
+                source(r#"{"src":1,"size":1,"type":"v"}"#),
+                "video.sources[1].src must be a string",
+            ),
+            (
+                source(r#"{"src":"/a","size":"1080","type":"v"}"#),
+                "video.sources[1].size must be an integer",
+            ),
+            (
+                source(r#"{"src":"/a","size":10.5,"type":"v"}"#),
+                "video.sources[1].size must be an integer",
+            ),
+            (
+                source(r#"{"src":"/a","size":1e300,"type":"v"}"#),
+                "video.sources[1].size must be an integer",
+            ),
+            (
+                source(r#"{"src":"/a","size":18446744073709551615,"type":"v"}"#),
+                "video.sources[1].size must be an integer",
+            ),
+            (
+                source(r#"{"src":"/a","size":1,"type":"v","codec":"h264"}"#),
+                "video.sources[1].codec is not allowed",
+            ),
+            (
+                source(r#"{"src":"/a","src":"/b","size":1,"type":"v"}"#),
+                "video.sources[1].src appears twice",
+            ),
+            (r#"{"video":"#.into(), "not valid JSON"),
+            (
+                format!(r#"{{"video":{{{base}}}}} trailing"#),
+                "not valid JSON",
+            ),
+            (r#"{"video":{"videoId":"\x"}}"#.into(), "not valid JSON"),
+        ];
+        for (body, expected) in cases {
+            let message = error_of(&body);
+            assert!(
+                message.contains(expected),
+                "{body}\n  got: {message}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_without_recursing() {
+        let deep = |open: &str, close: &str| open.repeat(10_000) + &close.repeat(10_000);
+        let cases = [
+            deep("[", "]"),
+            deep("{\"video\":", "}"),
+            format!(r#"{{"video":{}}}"#, deep("[", "]")),
+            format!(r#"{{"video":{{"videoId":{}}}}}"#, deep("[", "]")),
+            format!(r#"{{"video":{{"sources":{}}}}}"#, deep("[", "]")),
+            format!(
+                r#"{{"video":{{"sources":[{{"size":{}}}]}}}}"#,
+                deep("{\"a\":", "}")
+            ),
+        ];
+        // A thread with a 64 KiB stack: the size of a connection coroutine's stack.
+        let handle = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || cases.iter().map(|body| error_of(body)).collect::<Vec<_>>())
+            .expect("spawn parser thread");
+        let messages = handle
+            .join()
+            .expect("parsing deep nesting must not overflow");
+        for message in messages {
+            assert!(!message.is_empty());
+        }
+    }
+
+    #[test]
+    fn catalog_file_parses_arrays_and_names_entries() {
+        let videos = parse_catalog(
+            br#"[{"videoId":"1","title":"a","sources":[]},{"videoId":"2","title":"b","sources":[]}]"#,
+        )
+        .expect("valid catalog");
+        assert_eq!(videos.len(), 2);
+        let error = parse_catalog(br#"[{"videoId":"1","title":"a","sources":[]},{"videoId":"2"}]"#)
+            .expect_err("missing title");
+        assert_eq!(error.to_string(), "catalog[1].title is required");
+    }
+
+    #[test]
+    fn stored_documents_round_trip() {
+        let video = parse_token_request(CONTRACT_BODY.as_bytes()).expect("valid");
+        let mut stored = Vec::new();
+        video.write_json(&mut stored, None);
+        let reparsed = parse_stored_video(&stored).expect("stored form parses");
+        assert_eq!(reparsed, video);
+    }
+}

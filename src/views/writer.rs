@@ -1,0 +1,414 @@
+//! The consumer side of the views pipeline: one thread that batches views into the store.
+//!
+//! The writer owns its store outright (blocking database calls happen only here), so the
+//! HTTP workers never wait on it. A batch is written when it holds
+//! [`BatchLimits::max_views`] views or its oldest view is [`BatchLimits::max_age`] old.
+//! A failed write is retried with capped, jittered exponential backoff until it succeeds;
+//! meanwhile the bounded channel fills and the bus counts what it cannot take as dropped.
+//!
+//! Shutdown: [`WriterHandle::shutdown`] is called once the HTTP server has stopped, so no
+//! new view can be accepted; the writer then drains the channel, writes the last batches
+//! and exits, reporting what it persisted. If the store still fails then, it retries for a
+//! bounded time and reports the views it had to give up on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use super::ViewEvent;
+use crate::metrics::Metrics;
+use crate::store::ViewStore;
+
+/// When a batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Write as soon as the batch holds this many views.
+    pub max_views: usize,
+    /// Write once the oldest view in the batch has waited this long.
+    pub max_age: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_views: 1_000,
+            max_age: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Whether a batch wants writing after a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Open,
+    Full,
+}
+
+/// Views waiting to be written, and when the oldest arrived.
+struct Batch {
+    views: Vec<ViewEvent>,
+    opened_at: Option<Instant>,
+    limits: BatchLimits,
+}
+
+impl Batch {
+    fn new(limits: BatchLimits) -> Self {
+        Batch {
+            views: Vec::with_capacity(limits.max_views),
+            opened_at: None,
+            limits,
+        }
+    }
+
+    fn push(&mut self, view: ViewEvent) -> Fill {
+        self.opened_at.get_or_insert_with(Instant::now);
+        self.views.push(view);
+        if self.views.len() >= self.limits.max_views {
+            Fill::Full
+        } else {
+            Fill::Open
+        }
+    }
+
+    /// When this batch must be written, if it holds anything.
+    fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|opened| opened + self.limits.max_age)
+    }
+
+    fn clear(&mut self) {
+        self.views.clear();
+        self.opened_at = None;
+    }
+}
+
+/// Retry pacing for failed writes.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// How long a failing store may hold up shutdown before the writer gives up on a batch.
+const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(5);
+/// The longest the writer sleeps in the channel with nothing batched; bounds how long a
+/// stop request waits to be noticed.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What the writer did over its life, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterReport {
+    pub persisted: u64,
+    pub failed: u64,
+}
+
+/// Drains the view channel into a [`ViewStore`].
+pub struct BatchWriter<S: ViewStore> {
+    receiver: Receiver<ViewEvent>,
+    store: S,
+    limits: BatchLimits,
+    metrics: Arc<Metrics>,
+    /// Set by [`WriterHandle::shutdown`]: drain what is queued, then exit.
+    stopping: Arc<AtomicBool>,
+    report: WriterReport,
+}
+
+/// Owns the writer thread.
+pub struct WriterHandle {
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<WriterReport>,
+}
+
+impl WriterHandle {
+    /// Asks the writer to flush everything queued and waits for it to exit.
+    pub fn shutdown(self) -> WriterReport {
+        self.stopping.store(true, Ordering::Release);
+        match self.thread.join() {
+            Ok(report) => report,
+            Err(_) => {
+                tracing::error!("the batch writer thread panicked; queued views may be lost");
+                WriterReport::default()
+            }
+        }
+    }
+}
+
+impl<S: ViewStore> BatchWriter<S> {
+    pub fn new(
+        receiver: Receiver<ViewEvent>,
+        store: S,
+        limits: BatchLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        BatchWriter {
+            receiver,
+            store,
+            limits,
+            metrics,
+            stopping: Arc::new(AtomicBool::new(false)),
+            report: WriterReport::default(),
+        }
+    }
+
+    /// Starts the writer on a thread of its own.
+    pub fn spawn(self) -> std::io::Result<WriterHandle> {
+        let stopping = Arc::clone(&self.stopping);
+        let thread = std::thread::Builder::new()
+            .name("view-writer".into())
+            .spawn(move || self.run())?;
+        Ok(WriterHandle { stopping, thread })
+    }
+
+    /// The writer loop; returns when stopped (and drained) or when every sender is gone.
+    pub fn run(mut self) -> WriterReport {
+        let mut batch = Batch::new(self.limits);
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                self.drain(&mut batch);
+                break;
+            }
+            let wait = batch
+                .deadline()
+                .map_or(IDLE_POLL, |deadline| {
+                    deadline.saturating_duration_since(Instant::now())
+                })
+                .min(IDLE_POLL);
+            match self.receiver.recv_timeout(wait) {
+                Ok(view) => {
+                    if batch.push(view) == Fill::Full {
+                        self.flush(&mut batch);
+                    }
+                    // Take whatever else is already queued without sleeping between views.
+                    while let Ok(view) = self.receiver.try_recv() {
+                        if batch.push(view) == Fill::Full {
+                            self.flush(&mut batch);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush(&mut batch);
+                    break;
+                }
+            }
+            if batch
+                .deadline()
+                .is_some_and(|deadline| deadline <= Instant::now())
+            {
+                self.flush(&mut batch);
+            }
+        }
+        self.report
+    }
+
+    /// Writes everything still queued.
+    fn drain(&mut self, batch: &mut Batch) {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(view) => {
+                    if batch.push(view) == Fill::Full {
+                        self.flush(batch);
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        self.flush(batch);
+    }
+
+    /// Writes the batch, retrying until it is committed (or, once stopping, until the
+    /// shutdown budget runs out).
+    fn flush(&mut self, batch: &mut Batch) {
+        if batch.views.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut backoff = BACKOFF_FIRST;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.store.write_views(&batch.views) {
+                Ok(()) => {
+                    let count = batch.views.len() as u64;
+                    for view in &batch.views {
+                        view.video.add_persisted_views(1);
+                    }
+                    self.metrics.views_persisted.inc_by(count);
+                    self.metrics.batch_size.observe(count as f64);
+                    self.metrics
+                        .flush_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    self.report.persisted += count;
+                    if attempt > 1 {
+                        tracing::info!(views = count, attempt, "batch written after retries");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    let out_of_time = self.stopping.load(Ordering::Acquire)
+                        && started.elapsed() >= SHUTDOWN_RETRY_BUDGET;
+                    if !error.is_retriable() || out_of_time {
+                        let count = batch.views.len() as u64;
+                        tracing::error!(%error, views = count, attempt, "giving up on a batch of views");
+                        self.metrics.views_failed.inc_by(count);
+                        self.report.failed += count;
+                        break;
+                    }
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!(%error, views = batch.views.len(), attempt, "store write failed; retrying");
+                    }
+                    // Full jitter: sleep a random time up to the current backoff, so a fleet
+                    // of writers does not retry in lockstep.
+                    let pause = backoff.mul_f64(fastrand::f64());
+                    std::thread::sleep(pause);
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use crate::video::{parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
+    use crate::views::ViewBus;
+    use parking_lot::Mutex;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// An in-memory store that records batch sizes and fails on demand.
+    #[derive(Clone, Default)]
+    struct RecordingStore {
+        batches: Arc<Mutex<Vec<usize>>>,
+        failures_left: Arc<Mutex<u32>>,
+        retriable: bool,
+    }
+
+    impl ViewStore for RecordingStore {
+        fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+            let mut failures = self.failures_left.lock();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(StoreError::Unavailable {
+                    reason: "forced failure".into(),
+                    retriable: self.retriable,
+                });
+            }
+            self.batches.lock().push(views.len());
+            Ok(())
+        }
+    }
+
+    fn entry() -> Arc<CatalogEntry> {
+        let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
+        Arc::new(CatalogEntry::new(&video, 0))
+    }
+
+    fn view(video: &Arc<CatalogEntry>) -> ViewEvent {
+        ViewEvent::now(Arc::clone(video), IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn setup(limits: BatchLimits, store: RecordingStore) -> (ViewBus, WriterHandle, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
+        let (bus, receiver) = ViewBus::new(10_000, Arc::clone(&metrics));
+        let writer = BatchWriter::new(receiver, store, limits, Arc::clone(&metrics));
+        (bus, writer.spawn().expect("spawn writer"), metrics)
+    }
+
+    #[test]
+    fn full_batches_are_written_at_the_size_limit() {
+        let store = RecordingStore::default();
+        let limits = BatchLimits {
+            max_views: 10,
+            max_age: Duration::from_secs(3600),
+        };
+        let (bus, handle, _) = setup(limits, store.clone());
+        let video = entry();
+        for _ in 0..25 {
+            assert!(bus.record(view(&video)));
+        }
+        let report = handle.shutdown();
+        assert_eq!(report.persisted, 25);
+        let batches = store.batches.lock().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 25);
+        assert!(batches.iter().all(|&size| size <= 10), "{batches:?}");
+        assert_eq!(video.persisted_views(), 25);
+    }
+
+    #[test]
+    fn a_partial_batch_is_written_when_it_ages() {
+        let store = RecordingStore::default();
+        let limits = BatchLimits {
+            max_views: 1_000,
+            max_age: Duration::from_millis(20),
+        };
+        let (bus, handle, metrics) = setup(limits, store.clone());
+        let video = entry();
+        for _ in 0..3 {
+            bus.record(view(&video));
+        }
+        // Not a sleep for readiness: the writer must flush by age with no stop request.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while video.persisted_views() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(video.persisted_views(), 3, "aged batch was not flushed");
+        assert_eq!(metrics.views_persisted.get(), 3);
+        handle.shutdown();
+    }
+
+    #[test]
+    fn transient_failures_are_retried_until_written() {
+        let store = RecordingStore {
+            retriable: true,
+            ..RecordingStore::default()
+        };
+        *store.failures_left.lock() = 3;
+        let (bus, handle, metrics) = setup(BatchLimits::default(), store.clone());
+        let video = entry();
+        for _ in 0..50 {
+            bus.record(view(&video));
+        }
+        let report = handle.shutdown();
+        assert_eq!(
+            report,
+            WriterReport {
+                persisted: 50,
+                failed: 0
+            }
+        );
+        assert_eq!(metrics.store_errors.get(), 3);
+        assert_eq!(video.persisted_views(), 50);
+    }
+
+    #[test]
+    fn permanent_failures_are_counted_not_retried_forever() {
+        let store = RecordingStore {
+            retriable: false,
+            ..RecordingStore::default()
+        };
+        *store.failures_left.lock() = 1;
+        let (bus, handle, metrics) = setup(BatchLimits::default(), store.clone());
+        let video = entry();
+        for _ in 0..5 {
+            bus.record(view(&video));
+        }
+        let report = handle.shutdown();
+        assert_eq!(report.persisted + report.failed, 5);
+        assert_eq!(metrics.views_failed.get(), report.failed);
+        assert_eq!(video.persisted_views(), report.persisted);
+    }
+
+    #[test]
+    fn a_full_channel_drops_without_blocking() {
+        let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
+        let (bus, _receiver) = ViewBus::new(2, Arc::clone(&metrics));
+        let video = entry();
+        assert!(bus.record(view(&video)));
+        assert!(bus.record(view(&video)));
+        assert!(!bus.record(view(&video)));
+        assert_eq!(metrics.views_accepted.get(), 2);
+        assert_eq!(metrics.views_dropped.get(), 1);
+    }
+}

@@ -24,13 +24,10 @@ pub enum StartError {
     Cdns(#[from] CdnConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read catalog file {path}: {source}")]
-    CatalogRead {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("catalog file {path}: {source}")]
-    CatalogInvalid { path: String, source: PayloadError },
+    #[error("cannot read catalog file {path}: {error}")]
+    CatalogRead { path: String, error: std::io::Error },
+    #[error("catalog file {path}: {error}")]
+    CatalogInvalid { path: String, error: PayloadError },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("cannot start the batch writer thread: {0}")]
@@ -76,14 +73,14 @@ impl App {
         }
         if let Some(path) = &config.catalog {
             let shown = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|source| StartError::CatalogRead {
+            let bytes = std::fs::read(path).map_err(|error| StartError::CatalogRead {
                 path: shown.clone(),
-                source,
+                error,
             })?;
             let videos =
-                video::parse_catalog(&bytes).map_err(|source| StartError::CatalogInvalid {
+                video::parse_catalog(&bytes).map_err(|error| StartError::CatalogInvalid {
                     path: shown.clone(),
-                    source,
+                    error,
                 })?;
             let imported = store.upsert_videos(&videos)?;
             tracing::info!(file = %shown, videos = imported, "imported catalog");

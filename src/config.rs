@@ -20,7 +20,7 @@ use crate::views::BatchLimits;
 /// `GET /healthz` and `GET /metrics` (see README.md). Every option can also be set through
 /// the environment variable named beside it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "video-server", version, about, long_about = None)]
+#[command(name = "video-server", version)]
 pub struct Config {
     /// Address and port to listen on. Port 0 picks a free port (logged at start).
     #[arg(long, env = "VIDEO_SERVER_LISTEN", default_value = "0.0.0.0:3002")]

@@ -33,7 +33,7 @@ pub enum SigningScheme {
 pub struct Cdn {
     /// Human-readable name, shown in logs (the key never is).
     pub name: String,
-    /// Scheme and host prefixed to every source, e.g. `https://d2usdis6r1u782.cloudfront.net`.
+    /// Scheme and host prefixed to every error, e.g. `https://d2usdis6r1u782.cloudfront.net`.
     pub address: String,
     /// Shared secret appended to the source before hashing.
     pub key: String,
@@ -97,11 +97,8 @@ pub fn default_cdns() -> Vec<Cdn> {
 /// Why a CDN configuration file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CdnConfigError {
-    #[error("cannot read CDN file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read CDN file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("CDN file {path} is not a JSON array of {{name, address, key, scheme}}: {reason}")]
     Parse { path: String, reason: String },
     #[error("CDN file {path} lists no CDN; at least one is required")]
@@ -118,9 +115,9 @@ pub enum CdnConfigError {
 /// Loads a JSON array of `{name, address, key, scheme}` objects.
 pub fn load_cdns(path: &Path) -> Result<Vec<Cdn>, CdnConfigError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| CdnConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|error| CdnConfigError::Read {
         path: shown.clone(),
-        source,
+        error,
     })?;
     // serde_json's messages quote the offending token; for a key that would leak the
     // secret only if the file's shape is wrong around it, which is the operator's own file.

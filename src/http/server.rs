@@ -50,10 +50,10 @@ pub struct ShutdownReport {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {error}")]
     Bind {
         address: SocketAddr,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("cannot start the accept loop: {0}")]
     Spawn(io::Error),
@@ -93,10 +93,10 @@ pub fn start<S: Service>(
     service: Arc<S>,
 ) -> Result<ServerHandle, StartError> {
     configure_runtime(&config);
-    let listener = bind(address).map_err(|source| StartError::Bind { address, source })?;
+    let listener = bind(address).map_err(|error| StartError::Bind { address, error })?;
     let local_addr = listener
         .local_addr()
-        .map_err(|source| StartError::Bind { address, source })?;
+        .map_err(|error| StartError::Bind { address, error })?;
     let state = Arc::new(ServerState {
         stopping: AtomicBool::new(false),
         open_connections: AtomicUsize::new(0),

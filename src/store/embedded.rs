@@ -58,7 +58,7 @@ pub struct EmbeddedStore {
 }
 
 fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { context, source }
+    move |error| StoreError::Sqlite { context, error }
 }
 
 /// Busy and locked databases, a full disk and I/O errors can clear up; a constraint
@@ -79,9 +79,9 @@ pub(super) fn is_retriable(error: &rusqlite::Error) -> bool {
 impl EmbeddedStore {
     /// Opens (creating if needed) the database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
             path: data_dir.display().to_string(),
-            source,
+            error,
         })?;
         let path = data_dir.join(DATABASE_FILE);
         let connection = Connection::open(&path).map_err(sqlite("open database"))?;
@@ -120,10 +120,10 @@ impl EmbeddedStore {
         if any.is_some() {
             return Ok(false);
         }
-        let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|source| {
+        let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
             StoreError::CorruptDocument {
                 video_id: "12345".into(),
-                source,
+                error,
             }
         })?;
         self.upsert_videos(&[seed])?;
@@ -181,10 +181,10 @@ impl EmbeddedStore {
         }
         let mut videos = Vec::with_capacity(documents.len());
         for (video_id, document, views) in &documents {
-            let video = video::parse_stored_video(document.as_bytes()).map_err(|source| {
+            let video = video::parse_stored_video(document.as_bytes()).map_err(|error| {
                 StoreError::CorruptDocument {
                     video_id: video_id.clone(),
-                    source,
+                    error,
                 }
             })?;
             videos.push((video.into_owned(), u64::try_from(*views).unwrap_or(0)));

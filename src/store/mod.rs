@@ -22,20 +22,17 @@ pub trait ViewStore: Send + 'static {
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("embedded store ({context}): {source}")]
+    #[error("cannot create data directory {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
+    #[error("embedded store ({context}): {error}")]
     Sqlite {
         context: &'static str,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
-    #[error("stored video {video_id:?} is not a valid document: {source}")]
+    #[error("stored video {video_id:?} is not a valid document: {error}")]
     CorruptDocument {
         video_id: String,
-        source: PayloadError,
+        error: PayloadError,
     },
     #[error("store unavailable: {reason}")]
     Unavailable { reason: String, retriable: bool },
@@ -46,7 +43,7 @@ impl StoreError {
     /// space, I/O trouble), as opposed to a write that can never succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            StoreError::Sqlite { source, .. } => embedded::is_retriable(source),
+            StoreError::Sqlite { error, .. } => embedded::is_retriable(error),
             StoreError::Unavailable { retriable, .. } => *retriable,
             StoreError::DataDir { .. } | StoreError::CorruptDocument { .. } => false,
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ViewEvent;
 use crate::metrics::Metrics;
@@ -201,14 +201,9 @@ impl<S: ViewStore> BatchWriter<S> {
 
     /// Writes everything still queued.
     fn drain(&mut self, batch: &mut Batch) {
-        loop {
-            match self.receiver.try_recv() {
-                Ok(view) => {
-                    if batch.push(view) == Fill::Full {
-                        self.flush(batch);
-                    }
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        while let Ok(view) = self.receiver.try_recv() {
+            if batch.push(view) == Fill::Full {
+                self.flush(batch);
             }
         }
         self.flush(batch);

@@ -1,0 +1,155 @@
+//! The command line: `--help`, configuration errors, catalog import, environment
+//! variables.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Server;
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run video-server")
+}
+
+#[test]
+fn help_explains_every_option_and_its_environment_variable() {
+    let output = run(&["--help"], &[]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let options = [
+        ("--listen", "VIDEO_SERVER_LISTEN"),
+        ("--data-dir", "VIDEO_SERVER_DATA_DIR"),
+        ("--workers", "VIDEO_SERVER_WORKERS"),
+        ("--no-pin", "VIDEO_SERVER_NO_PIN"),
+        ("--cdns", "VIDEO_SERVER_CDNS"),
+        ("--catalog", "VIDEO_SERVER_CATALOG"),
+        ("--batch-size", "VIDEO_SERVER_BATCH_SIZE"),
+        ("--flush-interval-ms", "VIDEO_SERVER_FLUSH_INTERVAL_MS"),
+        ("--view-queue", "VIDEO_SERVER_VIEW_QUEUE"),
+        ("--max-body-bytes", "VIDEO_SERVER_MAX_BODY_BYTES"),
+        ("--max-head-bytes", "VIDEO_SERVER_MAX_HEAD_BYTES"),
+        ("--idle-timeout-ms", "VIDEO_SERVER_IDLE_TIMEOUT_MS"),
+        ("--request-timeout-ms", "VIDEO_SERVER_REQUEST_TIMEOUT_MS"),
+        ("--shutdown-timeout-ms", "VIDEO_SERVER_SHUTDOWN_TIMEOUT_MS"),
+        ("--trusted-proxies", "VIDEO_SERVER_TRUSTED_PROXIES"),
+        ("--log-level", "VIDEO_SERVER_LOG"),
+    ];
+    for (flag, env) in options {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+        assert!(help.contains(env), "--help lacks {env}:\n{help}");
+    }
+    assert!(help.contains("[default: 0.0.0.0:3002]"), "{help}");
+}
+
+#[test]
+fn invalid_options_fail_fast_with_a_message() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--listen", "not-an-address"], "--listen"),
+        (&["--batch-size", "0"], "--batch-size"),
+        (&["--trusted-proxies", "10.0.0.0/8,nonsense"], "nonsense"),
+    ];
+    for (args, expected) in cases {
+        let output = run(args, &[]);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn start_up_errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"videoId":"1","title":"t","sources":[{"src":"/a","size":"big","type":"v"}]}]"#,
+    )
+    .expect("write catalog");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let cases = [
+        (
+            vec!["--catalog", catalog.to_str().expect("utf-8")],
+            "catalog[0].sources[0].size must be an integer",
+        ),
+        (
+            vec!["--catalog", "/definitely/missing.json"],
+            "cannot read catalog file",
+        ),
+        (
+            vec!["--cdns", "/definitely/missing.json"],
+            "cannot read CDN file",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["--listen", "127.0.0.1:0", "--data-dir", data];
+        full.extend(args.iter().copied());
+        let output = run(&full, &[]);
+        assert!(!output.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_taken_port_is_an_error_not_a_shared_listener() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = server.addr.to_string();
+    let output = run(
+        &[
+            "--listen",
+            &address,
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(!output.status.success(), "a second server bound {address}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+}
+
+#[test]
+fn catalog_import_serves_new_videos_and_keeps_the_seed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"videoId":"sintel","title":"Sintel","sources":[{"src":"/sintel.mp4","size":1080,"type":"video/mp4"}]}]"#,
+    )
+    .expect("write catalog");
+    let server = Server::start(&["--catalog", catalog.to_str().expect("utf-8")]);
+    let response = server.get("/video/sintel");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["title"], "Sintel");
+    assert_eq!(server.get("/video/12345").status, 200);
+}
+
+#[test]
+fn environment_variables_configure_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .env("VIDEO_SERVER_LISTEN", "127.0.0.1:0")
+        .env("VIDEO_SERVER_DATA_DIR", dir.path())
+        .env("VIDEO_SERVER_MAX_BODY_BYTES", "4242")
+        .env("VIDEO_SERVER_NO_PIN", "true")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|line| line.contains("listening"))
+        .expect("listening line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("max_body_bytes=4242"), "{line}");
+    assert!(line.contains("pinned=false"), "{line}");
+    assert!(line.contains("addr=127.0.0.1:"), "{line}");
+    assert!(dir.path().join("video-server.sqlite3").exists());
+}

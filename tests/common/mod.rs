@@ -1,0 +1,395 @@
+//! Shared harness for the end-to-end tests: start the real binary on a free port, speak
+//! raw HTTP to it, stop it with a signal.
+//!
+//! The server is started with `--listen 127.0.0.1:0`; the harness reads the port from its
+//! "listening" log line, so no port is guessed and nothing sleeps waiting for readiness.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
+
+pub const SEED_VIDEO: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
+
+/// A running `video-server` process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Keeps the temporary data directory alive (when the harness made it).
+    _temp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server with a fresh data directory and `extra` arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().to_path_buf();
+        let mut server = Server::start_in(&data_dir, extra);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts the server on an existing data directory.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+            .args(["--listen", "127.0.0.1:0", "--no-pin", "--workers", "2"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn video-server");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = listening_address(&line) {
+                    let _ = address_tx.send(address);
+                }
+                let mut log = log_writer.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match address_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "video-server did not report a listening address (exit: {status:?})\n{}",
+                    log.lock().expect("log lock")
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server still running");
+        signal(child.id(), "TERM");
+        wait_with_timeout(&mut child, Duration::from_secs(30))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        let mut client = self.connect();
+        client.send_request(method, path, &[], body);
+        client.read_response()
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, None)
+    }
+
+    pub fn post_token(&self, body: &str) -> HttpResponse {
+        let mut client = self.connect();
+        client.send_request(
+            "POST",
+            "/video/token",
+            &[("Content-Type", "application/json")],
+            Some(body),
+        );
+        client.read_response()
+    }
+
+    /// A metric's value from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text();
+        text.lines()
+            .find_map(|line| {
+                let (metric, value) = line.rsplit_once(' ')?;
+                (metric == name)
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `GET /video/:id/views` until it reaches `expected` or 10 s pass.
+    pub fn wait_for_views(&self, video_id: &str, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let views = self.views(video_id);
+            if views >= expected || Instant::now() > deadline {
+                return views;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn views(&self, video_id: &str) -> u64 {
+        let response = self.get(&format!("/video/{video_id}/views"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["views"]
+            .as_u64()
+            .expect("views is a number")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("addr=")? + "addr=".len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", self.text()))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}", self.text()))
+            .to_owned()
+    }
+}
+
+/// A raw HTTP/1.1 client over one connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        Client {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    pub fn send_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        if let Some(body) = body {
+            request.push_str(body);
+        }
+        self.send_raw(request.as_bytes());
+    }
+
+    /// Reads the response to a HEAD request: a head whose Content-Length announces a body
+    /// that is not sent.
+    pub fn read_head_response(&mut self) -> HttpResponse {
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buffer.drain(..end + 4).collect();
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut response = httparse::Response::new(&mut headers);
+                response.parse(&head).expect("valid response head");
+                return HttpResponse {
+                    status: response.code.expect("status"),
+                    headers: response
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: Vec::new(),
+                };
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => panic!("connection closed before a response head"),
+                Ok(count) => self.buffer.extend_from_slice(&chunk[..count]),
+            }
+        }
+    }
+
+    /// Reads one response (panics if the connection closes first).
+    pub fn read_response(&mut self) -> HttpResponse {
+        self.try_read_response().unwrap_or_else(|| {
+            panic!(
+                "connection closed before a full response; got {:?}",
+                String::from_utf8_lossy(&self.buffer)
+            )
+        })
+    }
+
+    /// Reads one response, or `None` if the connection closes before one arrives.
+    pub fn try_read_response(&mut self) -> Option<HttpResponse> {
+        loop {
+            if let Some((response, used)) = parse_response(&self.buffer) {
+                self.buffer.drain(..used);
+                return Some(response);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(count) => self.buffer.extend_from_slice(&chunk[..count]),
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
+/// Parses one response with a Content-Length (or none) from the front of `buffer`.
+fn parse_response(buffer: &[u8]) -> Option<(HttpResponse, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(buffer).expect("valid response head") {
+        httparse::Status::Complete(length) => length,
+        httparse::Status::Partial => return None,
+    };
+    let status = response.code.expect("status code");
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>().expect("numeric length"))
+        .unwrap_or(0);
+    if buffer.len() < head + length {
+        return None;
+    }
+    let body = buffer[head..head + length].to_vec();
+    Some((
+        HttpResponse {
+            status,
+            headers,
+            body,
+        },
+        head + length,
+    ))
+}

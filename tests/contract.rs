@@ -1,0 +1,306 @@
+//! The contract of `../shared/CONTRACT.md`, checked over HTTP against the real binary.
+
+mod common;
+
+use common::{Server, CONTRACT_BODY, SEED_VIDEO};
+
+const SRC_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
+const SRC_720: &str = "/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4";
+
+/// (address, 1080p token, 720p token) for the default CDNs, in round-robin order.
+const DEFAULT_CDN_VECTORS: [(&str, &str, &str); 3] = [
+    (
+        "https://d2usdis6r1u782.cloudfront.net",
+        "c6346e68c6808c506faa8851ca0f6aef",
+        "32f18240383a86ea77cd060475ab3c0d",
+    ),
+    (
+        "https://d2oukvvww2uoq.cloudfront.net",
+        "39ccd96eb02069a97a9cca39980e4c12",
+        "cd358d0e3ae68b6268004dfb2e161c11",
+    ),
+    (
+        "https://dbke9ww44or29.cloudfront.net",
+        "5b52cf86a609afedc6b6a4a110f22325",
+        "885c1e6f3d0e6cb191d3b73e8cc7f01a",
+    ),
+];
+
+fn assert_cors(response: &common::HttpResponse) {
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(response.header("access-control-allow-headers"), Some("*"));
+}
+
+#[test]
+fn get_video_returns_the_seeded_document() {
+    let server = Server::start(&[]);
+    let response = server.get("/video/12345");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_cors(&response);
+    assert_eq!(response.text(), SEED_VIDEO);
+}
+
+#[test]
+fn unknown_video_is_404_with_a_json_message() {
+    let server = Server::start(&[]);
+    let response = server.get("/video/99999");
+    assert_eq!(response.status, 404);
+    assert_cors(&response);
+    assert!(response.error().contains("99999"), "{}", response.text());
+}
+
+#[test]
+fn token_requests_follow_the_vectors_round_robin() {
+    let server = Server::start(&[]);
+    // Six consecutive requests visit the three CDNs twice, in configured order.
+    for round in 0..6 {
+        let response = server.post_token(CONTRACT_BODY);
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_cors(&response);
+        let (address, hd, sd) = DEFAULT_CDN_VECTORS[round % 3];
+        let video = response.json();
+        assert_eq!(video["_id"], "6213a7299fa2604f1b188ee0");
+        assert_eq!(video["videoId"], "12345");
+        assert_eq!(video["title"], "Big Buck Bunny");
+        assert_eq!(
+            video["sources"][0]["src"],
+            format!("{address}{SRC_1080}?token={hd}")
+        );
+        assert_eq!(video["sources"][0]["size"], 1080);
+        assert_eq!(video["sources"][0]["type"], "video/mp4");
+        assert_eq!(
+            video["sources"][1]["src"],
+            format!("{address}{SRC_720}?token={sd}")
+        );
+        assert!(video.get("video").is_none(), "the video is not wrapped");
+    }
+}
+
+#[test]
+fn round_robin_spreads_exactly_over_concurrent_clients() {
+    let server = Server::start(&[]);
+    let addresses: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut client = server.connect();
+                    (0..30)
+                        .map(|_| {
+                            client.send_request(
+                                "POST",
+                                "/video/token",
+                                &[("Content-Type", "application/json")],
+                                Some(CONTRACT_BODY),
+                            );
+                            let video = client.read_response().json();
+                            let src = video["sources"][0]["src"].as_str().expect("src").to_owned();
+                            src.split(SRC_1080).next().expect("address").to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("client thread"))
+            .collect()
+    });
+    for (address, _, _) in DEFAULT_CDN_VECTORS {
+        let count = addresses.iter().filter(|a| *a == address).count();
+        assert_eq!(count, 40, "{address}");
+    }
+}
+
+#[test]
+fn configured_cdns_with_md5_and_sha256() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cdns = dir.path().join("cdns.json");
+    std::fs::write(
+        &cdns,
+        r#"[{"name":"legacy","address":"http://www.cdn.com","key":"U5e0IskwtIfA"},
+            {"name":"modern","address":"http://www.cdn.com","key":"U5e0IskwtIfA","scheme":"sha256"}]"#,
+    )
+    .expect("write cdn file");
+    let server = Server::start(&["--cdns", cdns.to_str().expect("utf-8 path")]);
+    let body = r#"{"video":{"videoId":"1","title":"t","sources":[{"src":"/big_buck_bunny.mp4","size":1,"type":"video/mp4"}]}}"#;
+    let md5 = server.post_token(body).json();
+    assert_eq!(
+        md5["sources"][0]["src"],
+        "http://www.cdn.com/big_buck_bunny.mp4?token=666906502bbc3550b95d561fa14af3ae"
+    );
+    let sha = server.post_token(body).json();
+    assert_eq!(
+        sha["sources"][0]["src"],
+        "http://www.cdn.com/big_buck_bunny.mp4?token=31817cbe296a7a575348047df3f9d3d29a17f268668858a67a9f5994c2c7661f"
+    );
+    assert!(!server.log().contains("U5e0IskwtIfA"), "a key was logged");
+}
+
+#[test]
+fn every_validation_rule_is_a_400_naming_the_field() {
+    let server = Server::start(&[]);
+    let video = |inner: &str| format!(r#"{{"video":{{{inner}}}}}"#);
+    let base = r#""videoId":"1","title":"t","sources":[]"#;
+    let source = |fields: &str| {
+        video(&format!(
+            r#""videoId":"1","title":"t","sources":[{{{fields}}}]"#
+        ))
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "request body is empty"),
+        ("not json".into(), "not valid JSON"),
+        ("[1,2]".into(), "request body must be a JSON object"),
+        ("{}".into(), "video is required"),
+        (
+            format!(r#"{{"video":{{{base}}},"other":1}}"#),
+            "unexpected key \"other\"",
+        ),
+        (
+            video(r#""title":"t","sources":[]"#),
+            "video.videoId is required",
+        ),
+        (
+            video(r#""videoId":" ","title":"t","sources":[]"#),
+            "video.videoId must not be empty",
+        ),
+        (
+            video(r#""videoId":"1","sources":[]"#),
+            "video.title is required",
+        ),
+        (
+            video(r#""videoId":"1","title":"  ","sources":[]"#),
+            "video.title must not be empty",
+        ),
+        (
+            video(r#""videoId":"1","title":"t""#),
+            "video.sources is required",
+        ),
+        (
+            video(r#""videoId":"1","title":"t","sources":"x""#),
+            "video.sources must be an array",
+        ),
+        (
+            video(&format!(r#""_id":"123",{base}"#)),
+            "video._id must be a string of 24 hex digits",
+        ),
+        (
+            video(&format!(r#"{base},"extra":true"#)),
+            "video.extra is not allowed",
+        ),
+        (
+            source(r#""size":1,"type":"v""#),
+            "video.sources[0].src is required",
+        ),
+        (
+            source(r#""src":"","size":1,"type":"v""#),
+            "video.sources[0].src must not be empty",
+        ),
+        (
+            source(r#""src":"/a","type":"v""#),
+            "video.sources[0].size is required",
+        ),
+        (
+            source(r#""src":"/a","size":"1080","type":"v""#),
+            "video.sources[0].size must be an integer",
+        ),
+        (
+            source(r#""src":"/a","size":1.5,"type":"v""#),
+            "video.sources[0].size must be an integer",
+        ),
+        (
+            source(r#""src":"/a","size":1"#),
+            "video.sources[0].type is required",
+        ),
+        (
+            source(r#""src":"/a","size":1,"type":"""#),
+            "video.sources[0].type must not be empty",
+        ),
+        (
+            source(r#""src":"/a","size":1,"type":"v","bitrate":5"#),
+            "video.sources[0].bitrate is not allowed",
+        ),
+    ];
+    for (body, expected) in cases {
+        let response = server.post_token(&body);
+        assert_eq!(response.status, 400, "{body}: {}", response.text());
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_cors(&response);
+        let message = response.error();
+        assert!(
+            message.contains(expected),
+            "{body}\n got: {message}\n want: {expected}"
+        );
+    }
+}
+
+#[test]
+fn non_json_content_type_is_415() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_request(
+        "POST",
+        "/video/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(CONTRACT_BODY),
+    );
+    let response = client.read_response();
+    assert_eq!(response.status, 415);
+    assert!(response.error().contains("application/json"));
+}
+
+#[test]
+fn preflight_wrong_method_and_unknown_route() {
+    let server = Server::start(&[]);
+    for path in ["/video/token", "/video/12345"] {
+        let response = server.request("OPTIONS", path, None);
+        assert_eq!(response.status, 204, "{path}");
+        assert_cors(&response);
+        let methods = response
+            .header("access-control-allow-methods")
+            .expect("allow-methods");
+        assert!(methods.contains("OPTIONS"), "{methods}");
+        assert!(response.body.is_empty());
+    }
+    let response = server.request("DELETE", "/video/12345", None);
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET, HEAD, OPTIONS"));
+    assert!(response.error().contains("DELETE"));
+    let response = server.request("PUT", "/video/token", Some("{}"));
+    assert_eq!(response.status, 405);
+    assert!(response.header("allow").expect("allow").contains("POST"));
+    let response = server.get("/nothing/here");
+    assert_eq!(response.status, 404);
+    assert_cors(&response);
+    assert!(response.error().contains("/nothing/here"));
+}
+
+#[test]
+fn health_and_head_requests() {
+    let server = Server::start(&[]);
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    let mut client = server.connect();
+    client.send_request("HEAD", "/video/12345", &[], None);
+    let head = client.read_head_response();
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(SEED_VIDEO.len().to_string().as_str())
+    );
+    // No body followed: the next response on the same connection parses cleanly.
+    client.send_request("GET", "/healthz", &[], None);
+    assert_eq!(client.read_response().json()["status"], "ok");
+}
+
+#[test]
+fn trailing_slash_query_string_and_percent_encoding_reach_the_video() {
+    let server = Server::start(&[]);
+    for path in ["/video/12345/", "/video/12345?autoplay=1", "/video/1234%35"] {
+        let response = server.get(path);
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.text(), SEED_VIDEO);
+    }
+}

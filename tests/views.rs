@@ -1,0 +1,142 @@
+//! Views: recorded per hit, persisted by the batch writer, counted, kept across a graceful
+//! shutdown and restart, attributed to the right client address.
+
+mod common;
+
+use std::path::Path;
+
+use common::Server;
+
+/// Reads (client_ip, count) pairs for a video straight from the embedded store's file.
+fn stored_client_ips(data_dir: &Path, video_id: &str) -> Vec<(String, i64)> {
+    let connection =
+        rusqlite::Connection::open(data_dir.join("video-server.sqlite3")).expect("open the store");
+    let mut statement = connection
+        .prepare(
+            "SELECT client_ip, COUNT(*) FROM views WHERE video_id = ?1
+             GROUP BY client_ip ORDER BY client_ip",
+        )
+        .expect("prepare");
+    statement
+        .query_map([video_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn every_hit_is_persisted_and_counted() {
+    let server = Server::start(&[]);
+    assert_eq!(server.views("12345"), 0);
+    let mut client = server.connect();
+    for _ in 0..250 {
+        client.send_request("GET", "/video/12345", &[], None);
+        assert_eq!(client.read_response().status, 200);
+    }
+    // Misses, HEADs and token requests record nothing.
+    assert_eq!(server.get("/video/nope").status, 404);
+    client.send_request("HEAD", "/video/12345", &[], None);
+    assert_eq!(client.read_head_response().status, 200);
+    assert_eq!(server.post_token(common::CONTRACT_BODY).status, 200);
+
+    assert_eq!(server.wait_for_views("12345", 250), 250);
+    assert_eq!(server.metric("views_accepted_total"), 250.0);
+    assert_eq!(server.metric("views_persisted_total"), 250.0);
+    assert_eq!(server.metric("views_dropped_total"), 0.0);
+    assert_eq!(server.metric("views_pending"), 0.0);
+    assert!(server.metric("view_batch_size_count") >= 1.0);
+    assert_eq!(
+        stored_client_ips(&server.data_dir, "12345"),
+        vec![("127.0.0.1".to_owned(), 250)]
+    );
+    assert_eq!(server.get("/video/nope/views").status, 404);
+}
+
+#[test]
+fn sigterm_flushes_every_accepted_view_and_restart_keeps_counts() {
+    let data = tempfile::tempdir().expect("temp dir");
+    // A batch that never fills and never ages: only the shutdown flush can persist views.
+    let hold = ["--batch-size", "1000000", "--flush-interval-ms", "60000"];
+    let mut server = Server::start_in(data.path(), &hold);
+    let mut client = server.connect();
+    for _ in 0..137 {
+        client.send_request("GET", "/video/12345", &[], None);
+        assert_eq!(client.read_response().status, 200);
+    }
+    assert_eq!(
+        server.views("12345"),
+        0,
+        "views were flushed before shutdown"
+    );
+    assert_eq!(server.metric("views_pending"), 137.0);
+    drop(client);
+
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}\n{}", server.log());
+    assert!(server.log().contains("persisted=137"), "{}", server.log());
+
+    let server = Server::start_in(data.path(), &hold);
+    assert_eq!(server.views("12345"), 137);
+    assert_eq!(stored_client_ips(data.path(), "12345").len(), 1);
+}
+
+#[test]
+fn sigterm_with_open_keep_alive_connections_exits_promptly() {
+    let mut server = Server::start(&["--shutdown-timeout-ms", "10000"]);
+    let mut idle = server.connect();
+    idle.send_request("GET", "/healthz", &[], None);
+    assert_eq!(idle.read_response().status, 200);
+    let started = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "an idle keep-alive connection held shutdown for {:?}",
+        started.elapsed()
+    );
+    assert!(idle.closed_within(std::time::Duration::from_secs(2)));
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let untrusted = Server::start(&[]);
+    let trusted = Server::start(&["--trusted-proxies", "127.0.0.0/8"]);
+    for server in [&untrusted, &trusted] {
+        let mut client = server.connect();
+        client.send_request(
+            "GET",
+            "/video/12345",
+            &[("X-Forwarded-For", "203.0.113.9, 127.0.0.5")],
+            None,
+        );
+        assert_eq!(client.read_response().status, 200);
+        assert_eq!(server.wait_for_views("12345", 1), 1);
+    }
+    assert_eq!(
+        stored_client_ips(&untrusted.data_dir, "12345"),
+        vec![("127.0.0.1".to_owned(), 1)]
+    );
+    // The right-most untrusted address is the client (127.0.0.5 is one of our proxies).
+    assert_eq!(
+        stored_client_ips(&trusted.data_dir, "12345"),
+        vec![("203.0.113.9".to_owned(), 1)]
+    );
+}
+
+#[test]
+fn views_under_concurrent_load_are_all_counted() {
+    let server = Server::start(&["--batch-size", "64"]);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let mut client = server.connect();
+                for _ in 0..200 {
+                    client.send_request("GET", "/video/12345", &[], None);
+                    assert_eq!(client.read_response().status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(server.wait_for_views("12345", 1600), 1600);
+    assert_eq!(server.metric("views_dropped_total"), 0.0);
+}

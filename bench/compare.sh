@@ -45,7 +45,7 @@ cpu_ticks() { # utime + stime of a process, in clock ticks
 
 wait_ready() { # port pid
   local deadline=$((SECONDS + 30))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$1/video/12345"; do
+  until curl -fs -o /dev/null "http://127.0.0.1:$1/video/12345"; do
     kill -0 "$2" 2>/dev/null || { echo "server exited during start" >&2; return 1; }
     ((SECONDS < deadline)) || { echo "server not ready after 30 s" >&2; return 1; }
     sleep 0.1

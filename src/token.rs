@@ -187,23 +187,20 @@ impl CdnRing {
 #[inline]
 pub fn write_token(out: &mut Vec<u8>, scheme: SigningScheme, src: &str, key: &str) {
     match scheme {
-        SigningScheme::Md5 => {
-            let digest = Md5::new()
-                .chain_update(src.as_bytes())
-                .chain_update(b"?secret=")
-                .chain_update(key.as_bytes())
-                .finalize();
-            write_hex(out, &digest);
-        }
-        SigningScheme::Sha256 => {
-            let digest = Sha256::new()
-                .chain_update(src.as_bytes())
-                .chain_update(b"?secret=")
-                .chain_update(key.as_bytes())
-                .finalize();
-            write_hex(out, &digest);
-        }
+        SigningScheme::Md5 => write_digest::<Md5>(out, src, key),
+        SigningScheme::Sha256 => write_digest::<Sha256>(out, src, key),
     }
+}
+
+/// The token construction, for any hash: hex(H(src + "?secret=" + key)), fed in pieces.
+#[inline]
+fn write_digest<D: Digest>(out: &mut Vec<u8>, src: &str, key: &str) {
+    let digest = D::new()
+        .chain_update(src.as_bytes())
+        .chain_update(b"?secret=")
+        .chain_update(key.as_bytes())
+        .finalize();
+    write_hex(out, &digest);
 }
 
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {

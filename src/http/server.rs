@@ -163,14 +163,34 @@ fn accept_loop<S: Service>(
             Arc::clone(&service),
         );
         let serve = move || {
+            // Bookkeeping runs on drop, so a connection whose coroutine unwinds (a panic
+            // caught by the runtime, a cancellation) is still forgotten and counted closed,
+            // and shutdown does not wait for it.
+            let _registration = Registration {
+                id,
+                state: &state,
+                service: &*service,
+            };
             Connection::new(stream, peer, &*service, &config, &state.stopping).run();
-            state.connections.lock().remove(&id);
-            state.open_connections.fetch_sub(1, Ordering::AcqRel);
-            service.connection_closed();
         };
         // SAFETY: as for the accept loop: connection code keeps no thread-local
         // references across yields.
         unsafe { may::coroutine::spawn(serve) };
+    }
+}
+
+/// An open connection's entry in the server state, removed when the connection ends.
+struct Registration<'a, S: Service> {
+    id: u64,
+    state: &'a ServerState,
+    service: &'a S,
+}
+
+impl<S: Service> Drop for Registration<'_, S> {
+    fn drop(&mut self) {
+        self.state.connections.lock().remove(&self.id);
+        self.state.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.service.connection_closed();
     }
 }
 

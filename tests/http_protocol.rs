@@ -124,6 +124,24 @@ fn malformed_framing_gets_a_400_that_reaches_the_client() {
 }
 
 #[test]
+fn a_body_cut_short_gets_a_400() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_raw(b"POST /video/token HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vid");
+    client
+        .stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let response = client.read_response();
+    assert_eq!(response.status, 400);
+    assert!(
+        response.error().contains("before the whole request"),
+        "{}",
+        response.text()
+    );
+}
+
+#[test]
 fn a_chunked_body_is_never_parsed_as_the_next_request() {
     let server = Server::start(&[]);
     let mut client = server.connect();

@@ -164,7 +164,16 @@ impl<'a, S: Service> Connection<'a, S> {
             }
             let Next::Read { total } = next else { return };
             match self.fill(total) {
-                Ok(0) => return,
+                Ok(0) => {
+                    // A client that half-closes mid-request may still read: tell it why.
+                    if !self.input.is_empty() {
+                        self.reject(&HttpError::Malformed(
+                            "connection closed before the whole request was sent",
+                        ));
+                        let _ = self.flush();
+                    }
+                    return;
+                }
                 Ok(_) => {}
                 Err(error)
                     if matches!(

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub flush_duration: Histogram,
     /// Failed store writes (each attempt counts).
     pub store_errors: IntCounter,
+    /// Writes to a remote store tried again after a transient failure.
+    pub store_retries: IntCounter,
+    /// Views kept in the local outbox because the remote store failed.
+    pub views_spilled: IntCounter,
+    /// Views replayed from the outbox into the remote store.
+    pub views_replayed: IntCounter,
+    /// Views waiting in the local outbox.
+    pub outbox_depth: IntGauge,
 }
 
 /// Why metrics could not be set up (a duplicate or malformed metric: a programming error).
@@ -135,6 +143,19 @@ impl Metrics {
             batch_size,
             flush_duration,
             store_errors: IntCounter::new("store_errors_total", "Failed store writes")?,
+            store_retries: IntCounter::new(
+                "store_retries_total",
+                "Remote store writes retried after a transient failure",
+            )?,
+            views_spilled: IntCounter::new(
+                "views_spilled_total",
+                "Views kept in the local outbox because the remote store failed",
+            )?,
+            views_replayed: IntCounter::new(
+                "views_replayed_total",
+                "Views replayed from the local outbox into the remote store",
+            )?,
+            outbox_depth: IntGauge::new("outbox_depth", "Views waiting in the local outbox")?,
             requests,
             registry,
         };
@@ -156,6 +177,10 @@ impl Metrics {
         registry.register(Box::new(self.batch_size.clone()))?;
         registry.register(Box::new(self.flush_duration.clone()))?;
         registry.register(Box::new(self.store_errors.clone()))?;
+        registry.register(Box::new(self.store_retries.clone()))?;
+        registry.register(Box::new(self.views_spilled.clone()))?;
+        registry.register(Box::new(self.views_replayed.clone()))?;
+        registry.register(Box::new(self.outbox_depth.clone()))?;
         Ok(())
     }
 

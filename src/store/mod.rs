@@ -4,10 +4,16 @@
 //! writes one batch, and its error says whether trying again could help. The
 //! [`EmbeddedStore`] (SQLite, under `--data-dir`) is the default, so a fresh clone runs with
 //! no server to install; it also keeps the catalog, read once at start into memory.
+//! A remote store ([`RemoteViewStore`], e.g. ScyllaDB) is wrapped in a [`ResilientStore`],
+//! which retries, spills to a local [`Outbox`] while the remote store fails, and replays.
 
 mod embedded;
+pub mod outbox;
+pub mod resilient;
 
 pub use embedded::EmbeddedStore;
+pub use outbox::{Flush, Outbox, PendingView};
+pub use resilient::{RemoteViewStore, ResilientStore, RetryPolicy};
 
 use crate::video::PayloadError;
 use crate::views::ViewEvent;
@@ -17,6 +23,10 @@ use crate::views::ViewEvent;
 pub trait ViewStore: Send + 'static {
     /// Durably writes every view of the batch, or none of them.
     fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError>;
+
+    /// Background work between batches (replaying an outbox); called by the writer on
+    /// every turn of its loop, so it must return quickly when there is nothing to do.
+    fn maintain(&mut self) {}
 }
 
 /// A store operation that failed.

@@ -195,6 +195,7 @@ impl<S: ViewStore> BatchWriter<S> {
             {
                 self.flush(&mut batch);
             }
+            self.store.maintain();
         }
         self.report
     }

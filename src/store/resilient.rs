@@ -1,0 +1,442 @@
+//! Writing views to a remote store without ever losing one: retries, spill, replay.
+//!
+//! ```text
+//!  BatchWriter ──write_views──▶ ResilientStore ──write_flush──▶ RemoteViewStore (ScyllaDB)
+//!                                    │   ▲ retried: capped, jittered backoff
+//!                    spill on failure ▼   │ replay when the cluster answers again
+//!                                 Outbox (SQLite under --data-dir)
+//! ```
+//!
+//! Each batch becomes a [`Flush`] with stable ids (a time-based id per view, one id for the
+//! flush) before its first attempt. A transient failure is retried a few times quickly;
+//! if the remote store still fails (or failed recently: the store is then in backoff and
+//! not hammered), the flush is committed to the [`Outbox`] instead, and the batch writer
+//! moves on: HTTP never notices. [`ViewStore::maintain`] replays the oldest outbox flushes
+//! once the backoff has passed; a replayed flush carries the same ids, so whatever part of
+//! it reached the cluster before is overwritten, not duplicated.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::timestamp::context::Context;
+use uuid::{Timestamp, Uuid};
+
+use super::outbox::{Flush, Outbox, PendingView};
+use super::{StoreError, ViewStore};
+use crate::metrics::Metrics;
+use crate::views::ViewEvent;
+
+/// A remote database that takes whole flushes. Writes must be idempotent by the flush's
+/// ids: the same flush may be written more than once.
+pub trait RemoteViewStore: Send + 'static {
+    fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError>;
+}
+
+/// How hard to try before spilling, and how patiently to replay.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts of a fresh flush before it is spilled.
+    pub attempts: u32,
+    /// First pause between attempts; doubled each time up to `max_pause`.
+    pub first_pause: Duration,
+    pub max_pause: Duration,
+    /// First wait before replaying after a failure; doubled up to `max_replay_backoff`.
+    pub first_replay_backoff: Duration,
+    pub max_replay_backoff: Duration,
+    /// Flushes replayed per call to `maintain`.
+    pub replay_flushes: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            first_pause: Duration::from_millis(20),
+            max_pause: Duration::from_millis(250),
+            first_replay_backoff: Duration::from_millis(200),
+            max_replay_backoff: Duration::from_secs(30),
+            replay_flushes: 16,
+        }
+    }
+}
+
+/// Gives views and flushes their time-based ids.
+struct IdGenerator {
+    node: [u8; 6],
+    context: Context,
+}
+
+impl IdGenerator {
+    fn new() -> Self {
+        let mut node = [0u8; 6];
+        node.iter_mut().for_each(|byte| *byte = fastrand::u8(..));
+        // The multicast bit marks a node id that is random rather than a MAC address.
+        node[0] |= 0x01;
+        IdGenerator {
+            node,
+            context: Context::new(fastrand::u16(..)),
+        }
+    }
+
+    fn timeuuid(&self, timestamp_ms: i64) -> Uuid {
+        let millis = u64::try_from(timestamp_ms).unwrap_or(0);
+        let timestamp = Timestamp::from_unix(
+            &self.context,
+            millis / 1000,
+            (millis % 1000) as u32 * 1_000_000,
+        );
+        Uuid::new_v1(timestamp, &self.node)
+    }
+
+    fn flush(&self, views: &[ViewEvent]) -> Flush {
+        Flush {
+            id: self.timeuuid(crate::views::epoch_millis()),
+            views: views
+                .iter()
+                .map(|view| PendingView {
+                    id: self.timeuuid(view.timestamp_ms),
+                    video_id: view.video.video_id().to_owned(),
+                    client_ip: view.client_ip,
+                    timestamp_ms: view.timestamp_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A [`ViewStore`] over a remote store, with a local outbox that never lets a view go.
+pub struct ResilientStore<R: RemoteViewStore> {
+    remote: R,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    policy: RetryPolicy,
+    ids: IdGenerator,
+    /// No direct write or replay before this instant (set after a failure).
+    quiet_until: Option<Instant>,
+    replay_backoff: Duration,
+}
+
+impl<R: RemoteViewStore> ResilientStore<R> {
+    pub fn new(remote: R, outbox: Outbox, metrics: Arc<Metrics>, policy: RetryPolicy) -> Self {
+        metrics
+            .outbox_depth
+            .set(i64::try_from(outbox.depth()).unwrap_or(i64::MAX));
+        ResilientStore {
+            remote,
+            outbox,
+            metrics,
+            replay_backoff: policy.first_replay_backoff,
+            policy,
+            ids: IdGenerator::new(),
+            quiet_until: None,
+        }
+    }
+
+    pub fn outbox_depth(&self) -> u64 {
+        self.outbox.depth()
+    }
+
+    fn in_backoff(&self) -> bool {
+        self.quiet_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Tries a fresh flush a few times, pausing with full jitter between attempts.
+    fn write_with_retries(&mut self, flush: &Flush) -> Result<(), StoreError> {
+        let mut pause = self.policy.first_pause;
+        let mut attempt = 1;
+        loop {
+            match self.remote.write_flush(flush) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retriable() && attempt < self.policy.attempts => {
+                    self.metrics.store_errors.inc();
+                    self.metrics.store_retries.inc();
+                    std::thread::sleep(pause.mul_f64(fastrand::f64()));
+                    pause = (pause * 2).min(self.policy.max_pause);
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn spill(&mut self, flush: &Flush) -> Result<(), StoreError> {
+        self.outbox.push(flush)?;
+        self.metrics.views_spilled.inc_by(flush.views.len() as u64);
+        self.update_depth();
+        Ok(())
+    }
+
+    fn update_depth(&self) {
+        self.metrics
+            .outbox_depth
+            .set(i64::try_from(self.outbox.depth()).unwrap_or(i64::MAX));
+    }
+
+    /// Backs off after a failure: the next replay (and direct write) waits longer each time.
+    fn back_off(&mut self) {
+        let wait = self.replay_backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        self.quiet_until = Some(Instant::now() + wait);
+        self.replay_backoff = (self.replay_backoff * 2).min(self.policy.max_replay_backoff);
+    }
+
+    fn recovered(&mut self) {
+        self.quiet_until = None;
+        self.replay_backoff = self.policy.first_replay_backoff;
+    }
+
+    /// Replays up to `replay_flushes` of the oldest outbox flushes.
+    fn replay(&mut self) -> Result<(), StoreError> {
+        let flushes = self.outbox.oldest(self.policy.replay_flushes)?;
+        for flush in flushes {
+            match self.remote.write_flush(&flush) {
+                Ok(()) => {
+                    self.outbox.remove(flush.id)?;
+                    self.metrics.views_replayed.inc_by(flush.views.len() as u64);
+                    self.update_depth();
+                    self.recovered();
+                }
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    self.back_off();
+                    tracing::warn!(%error, outbox_views = self.outbox.depth(),
+                        "replay from the outbox failed; backing off");
+                    break;
+                }
+            }
+        }
+        if self.outbox.depth() == 0 {
+            tracing::info!("outbox replayed completely");
+        }
+        Ok(())
+    }
+}
+
+impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
+    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+        let flush = self.ids.flush(views);
+        if self.in_backoff() {
+            return self.spill(&flush);
+        }
+        match self.write_with_retries(&flush) {
+            Ok(()) => {
+                self.recovered();
+                Ok(())
+            }
+            Err(error) => {
+                if error.is_retriable() {
+                    tracing::warn!(%error, views = flush.views.len(),
+                        "remote store failing; spilling the batch to the outbox");
+                } else {
+                    tracing::error!(%error, views = flush.views.len(),
+                        "remote store refused the batch (permanent error); kept in the outbox");
+                }
+                self.back_off();
+                self.spill(&flush)
+            }
+        }
+    }
+
+    fn maintain(&mut self) {
+        if self.outbox.depth() == 0 || self.in_backoff() {
+            return;
+        }
+        if let Err(error) = self.replay() {
+            tracing::error!(%error, "cannot read the outbox");
+            self.back_off();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::{parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
+    use parking_lot::Mutex;
+    use std::collections::HashMap;
+
+    /// A remote store that keeps rows by id (like a table) and fails while told to.
+    #[derive(Clone, Default)]
+    struct FakeCluster {
+        rows: Arc<Mutex<HashMap<Uuid, PendingView>>>,
+        rollups: Arc<Mutex<HashMap<(String, Uuid), u64>>>,
+        down: Arc<Mutex<bool>>,
+        /// Fail only after writing this many rows of the next flush (a partial write).
+        partial: Arc<Mutex<Option<usize>>>,
+        attempts: Arc<Mutex<u32>>,
+    }
+
+    impl RemoteViewStore for FakeCluster {
+        fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError> {
+            *self.attempts.lock() += 1;
+            if *self.down.lock() {
+                return Err(StoreError::Unavailable {
+                    reason: "cluster down".into(),
+                    retriable: true,
+                });
+            }
+            let mut rows = self.rows.lock();
+            if let Some(written) = self.partial.lock().take() {
+                for view in flush.views.iter().take(written) {
+                    rows.insert(view.id, view.clone());
+                }
+                return Err(StoreError::Unavailable {
+                    reason: "write timeout".into(),
+                    retriable: true,
+                });
+            }
+            let mut per_video: HashMap<&str, u64> = HashMap::new();
+            for view in &flush.views {
+                rows.insert(view.id, view.clone());
+                *per_video.entry(view.video_id.as_str()).or_default() += 1;
+            }
+            let mut rollups = self.rollups.lock();
+            for (video, count) in per_video {
+                rollups.insert((video.to_owned(), flush.id), count);
+            }
+            Ok(())
+        }
+    }
+
+    impl FakeCluster {
+        fn count(&self, video_id: &str) -> u64 {
+            self.rollups
+                .lock()
+                .iter()
+                .filter(|((video, _), _)| video == video_id)
+                .map(|(_, count)| count)
+                .sum()
+        }
+    }
+
+    fn quick_policy() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            first_pause: Duration::from_millis(1),
+            max_pause: Duration::from_millis(2),
+            first_replay_backoff: Duration::from_millis(1),
+            max_replay_backoff: Duration::from_millis(4),
+            replay_flushes: 4,
+        }
+    }
+
+    fn views(count: usize) -> Vec<ViewEvent> {
+        let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
+        let entry = Arc::new(CatalogEntry::new(&video, 0));
+        (0..count)
+            .map(|_| ViewEvent::now(Arc::clone(&entry), "198.51.100.7".parse().expect("ip")))
+            .collect()
+    }
+
+    fn store(cluster: &FakeCluster, dir: &Path) -> (ResilientStore<FakeCluster>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
+        let outbox = Outbox::open(dir).expect("outbox");
+        let store = ResilientStore::new(
+            cluster.clone(),
+            outbox,
+            Arc::clone(&metrics),
+            quick_policy(),
+        );
+        (store, metrics)
+    }
+
+    use std::path::Path;
+
+    fn drain(store: &mut ResilientStore<FakeCluster>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.outbox_depth() > 0 && Instant::now() < deadline {
+            store.maintain();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn healthy_cluster_takes_flushes_directly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, metrics) = store(&cluster, dir.path());
+        store.write_views(&views(10)).expect("write");
+        assert_eq!(cluster.count("12345"), 10);
+        assert_eq!(cluster.rows.lock().len(), 10);
+        assert_eq!(store.outbox_depth(), 0);
+        assert_eq!(metrics.views_spilled.get(), 0);
+    }
+
+    #[test]
+    fn an_unreachable_cluster_spills_everything_and_replay_loses_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        *cluster.down.lock() = true;
+        let (mut store, metrics) = store(&cluster, dir.path());
+        for _ in 0..5 {
+            store.write_views(&views(7)).expect("spilled, not failed");
+            store.maintain();
+        }
+        assert_eq!(store.outbox_depth(), 35);
+        assert_eq!(metrics.outbox_depth.get(), 35);
+        assert_eq!(metrics.views_spilled.get(), 35);
+        assert!(metrics.store_retries.get() >= 1);
+        assert_eq!(cluster.count("12345"), 0);
+
+        *cluster.down.lock() = false;
+        drain(&mut store);
+        assert_eq!(store.outbox_depth(), 0);
+        assert_eq!(metrics.views_replayed.get(), 35);
+        assert_eq!(cluster.count("12345"), 35);
+        assert_eq!(cluster.rows.lock().len(), 35);
+    }
+
+    #[test]
+    fn a_partly_written_flush_is_replayed_without_duplicates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, _) = store(&cluster, dir.path());
+        // The first attempt writes 4 of 10 rows and times out; the retry succeeds.
+        *cluster.partial.lock() = Some(4);
+        store.write_views(&views(10)).expect("write");
+        assert_eq!(cluster.rows.lock().len(), 10);
+        assert_eq!(cluster.count("12345"), 10);
+
+        // Partial write, then the cluster goes down: the flush goes to the outbox with the
+        // same ids, and replaying it rewrites the 3 rows already there.
+        *cluster.partial.lock() = Some(3);
+        *cluster.down.lock() = false;
+        let batch = views(6);
+        store.policy.attempts = 1;
+        store.write_views(&batch).expect("spilled");
+        assert_eq!(store.outbox_depth(), 6);
+        assert_eq!(cluster.rows.lock().len(), 13);
+        drain(&mut store);
+        assert_eq!(cluster.rows.lock().len(), 16);
+        assert_eq!(cluster.count("12345"), 16);
+    }
+
+    #[test]
+    fn the_outbox_survives_a_restart_and_is_replayed_by_the_next_process() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        *cluster.down.lock() = true;
+        {
+            let (mut store, _) = store(&cluster, dir.path());
+            store.write_views(&views(9)).expect("spilled");
+        }
+        *cluster.down.lock() = false;
+        let (mut store, metrics) = store(&cluster, dir.path());
+        assert_eq!(metrics.outbox_depth.get(), 9);
+        drain(&mut store);
+        assert_eq!(cluster.count("12345"), 9);
+    }
+
+    #[test]
+    fn view_ids_are_unique_even_within_one_millisecond() {
+        let ids = IdGenerator::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = ids.timeuuid(1_795_000_000_000);
+            assert_eq!(id.get_version_num(), 1);
+            assert!(seen.insert(id), "duplicate {id}");
+        }
+    }
+}

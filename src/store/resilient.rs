@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uuid::timestamp::context::Context;
+use uuid::timestamp::context::ContextV1;
 use uuid::{Timestamp, Uuid};
 
 use super::outbox::{Flush, Outbox, PendingView};
@@ -63,7 +63,7 @@ impl Default for RetryPolicy {
 /// Gives views and flushes their time-based ids.
 struct IdGenerator {
     node: [u8; 6],
-    context: Context,
+    context: ContextV1,
 }
 
 impl IdGenerator {
@@ -74,7 +74,7 @@ impl IdGenerator {
         node[0] |= 0x01;
         IdGenerator {
             node,
-            context: Context::new(fastrand::u16(..)),
+            context: ContextV1::new(fastrand::u16(..)),
         }
     }
 

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::{VideoApi, ROUTE_NAMES};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
-use crate::store::{EmbeddedStore, StoreError};
+use crate::store::scylla::ScyllaViewStore;
+use crate::store::{EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError};
 use crate::token::{self, CdnConfigError, CdnRing};
 use crate::video::{self, PayloadError};
 use crate::views::{BatchWriter, ViewBus, WriterHandle};
@@ -89,10 +90,36 @@ impl App {
 
         let metrics = Arc::new(Metrics::new(ROUTE_NAMES)?);
         let (bus, receiver) = ViewBus::new(config.view_queue as usize, Arc::clone(&metrics));
-        let store_path = store.path().display().to_string();
-        let writer = BatchWriter::new(receiver, store, config.batch_limits(), Arc::clone(&metrics))
-            .spawn()
-            .map_err(StartError::Writer)?;
+        let limits = config.batch_limits();
+        let (store_summary, writer) = match config.store {
+            StoreKind::Embedded => (
+                store.path().display().to_string(),
+                BatchWriter::new(receiver, store, limits, Arc::clone(&metrics)).spawn(),
+            ),
+            StoreKind::Scylla => {
+                let scylla = config.scylla();
+                let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
+                let remote = ScyllaViewStore::new(scylla).map_err(StartError::Writer)?;
+                let outbox = Outbox::open(&config.data_dir)?;
+                if outbox.depth() > 0 {
+                    tracing::info!(
+                        views = outbox.depth(),
+                        "outbox holds views from an earlier run; replaying"
+                    );
+                }
+                let resilient = ResilientStore::new(
+                    remote,
+                    outbox,
+                    Arc::clone(&metrics),
+                    RetryPolicy::default(),
+                );
+                (
+                    summary,
+                    BatchWriter::new(receiver, resilient, limits, Arc::clone(&metrics)).spawn(),
+                )
+            }
+        };
+        let writer = writer.map_err(StartError::Writer)?;
 
         let api = VideoApi::new(
             Arc::clone(&catalog),
@@ -106,7 +133,7 @@ impl App {
 
         tracing::info!(
             addr = %http.local_addr(),
-            store = %store_path,
+            store = %store_summary,
             videos = catalog.len(),
             workers = http_config.workers,
             pinned = http_config.pin_workers,

@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
+use scylla::statement::Consistency;
+
+use crate::store::scylla::{Replication, ScyllaConfig};
 
 use crate::http::{HttpConfig, Limits};
 use crate::views::BatchLimits;
@@ -105,10 +108,102 @@ pub struct Config {
           value_parser = parse_trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
 
+    /// Where views are written: "embedded" (SQLite under --data-dir) or "scylla" (a ScyllaDB
+    /// cluster, with a local outbox under --data-dir while the cluster is unreachable).
+    #[arg(long, env = "VIDEO_SERVER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+
+    /// ScyllaDB nodes, host:port, comma separated. Falls back to $SCYLLA_URI, then
+    /// 127.0.0.1:9042.
+    #[arg(long, env = "SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+
+    /// ScyllaDB keyspace (created if missing, with --scylla-replication).
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_KEYSPACE", default_value = "video_server",
+          value_parser = parse_keyspace)]
+    pub scylla_keyspace: String,
+
+    /// Replication of a keyspace the server creates: "simple:N" (SimpleStrategy) or
+    /// "network:dc1=3,dc2=3" (NetworkTopologyStrategy).
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_REPLICATION", default_value = "simple:1",
+          value_parser = Replication::parse)]
+    pub scylla_replication: Replication,
+
+    /// Consistency of view writes: any, one, two, three, quorum, all, local_quorum,
+    /// each_quorum, local_one.
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_WRITE_CONSISTENCY", default_value = "local_quorum",
+          value_parser = parse_consistency)]
+    pub scylla_write_consistency: Consistency,
+
+    /// Client-side timeout of one ScyllaDB request, in milliseconds.
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_REQUEST_TIMEOUT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub scylla_request_timeout_ms: u64,
+
+    /// ScyllaDB user name (password authentication).
+    #[arg(long, env = "SCYLLA_USER", requires = "scylla_password")]
+    pub scylla_user: Option<String>,
+
+    /// ScyllaDB password (prefer the environment variable to the flag).
+    #[arg(
+        long,
+        env = "SCYLLA_PASSWORD",
+        hide_env_values = true,
+        requires = "scylla_user"
+    )]
+    pub scylla_password: Option<String>,
+
+    /// Days after which view rows expire (0: never).
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS", default_value_t = 0)]
+    pub scylla_view_ttl_days: u32,
+
+    /// Most ScyllaDB writes in flight at once while writing a batch.
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub scylla_max_in_flight: u32,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
     /// "video_server=debug".
     #[arg(long, env = "VIDEO_SERVER_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+/// Which store receives views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// SQLite under --data-dir: nothing to install.
+    Embedded,
+    /// A ScyllaDB cluster.
+    Scylla,
+}
+
+fn parse_keyspace(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a keyspace name (letters, digits and _, starting with a letter)"
+        ))
+    }
+}
+
+fn parse_consistency(text: &str) -> Result<Consistency, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "any" => Consistency::Any,
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "three" => Consistency::Three,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        "local_quorum" => Consistency::LocalQuorum,
+        "each_quorum" => Consistency::EachQuorum,
+        "local_one" => Consistency::LocalOne,
+        other => return Err(format!("{other:?} is not a write consistency level")),
+    })
 }
 
 /// The parsed `--trusted-proxies` list.
@@ -139,6 +234,29 @@ impl Config {
         BatchLimits {
             max_views: self.batch_size as usize,
             max_age: Duration::from_millis(self.flush_interval_ms),
+        }
+    }
+
+    /// The ScyllaDB settings; nodes from --scylla-nodes, else $SCYLLA_URI, else localhost.
+    pub fn scylla(&self) -> ScyllaConfig {
+        let nodes = if self.scylla_nodes.is_empty() {
+            let uri = std::env::var("SCYLLA_URI").unwrap_or_else(|_| "127.0.0.1:9042".into());
+            uri.split(',').map(|node| node.trim().to_owned()).collect()
+        } else {
+            self.scylla_nodes.clone()
+        };
+        ScyllaConfig {
+            nodes,
+            keyspace: self.scylla_keyspace.clone(),
+            replication: self.scylla_replication.clone(),
+            write_consistency: self.scylla_write_consistency,
+            request_timeout: Duration::from_millis(self.scylla_request_timeout_ms),
+            connect_timeout: Duration::from_secs(3),
+            credentials: self.scylla_user.clone().zip(self.scylla_password.clone()),
+            view_ttl: (self.scylla_view_ttl_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.scylla_view_ttl_days) * 86_400)),
+            max_in_flight: self.scylla_max_in_flight as usize,
+            create_schema: true,
         }
     }
 

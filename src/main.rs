@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // The runtime logs every socket it registers at info; keep it to warnings unless the
     // operator's own directives say otherwise (later directives win).
-    let filter = EnvFilter::try_new(format!("may=warn,{}", config.log_level))
+    let filter = EnvFilter::try_new(format!("may=warn,scylla=error,{}", config.log_level))
         .with_context(|| format!("invalid --log-level {:?}", config.log_level))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -10,6 +10,7 @@
 mod embedded;
 pub mod outbox;
 pub mod resilient;
+pub mod scylla;
 
 pub use embedded::EmbeddedStore;
 pub use outbox::{Flush, Outbox, PendingView};
@@ -44,6 +45,12 @@ pub enum StoreError {
         video_id: String,
         error: PayloadError,
     },
+    #[error("ScyllaDB ({context}): {message}")]
+    Remote {
+        context: &'static str,
+        message: String,
+        retriable: bool,
+    },
     #[error("store unavailable: {reason}")]
     Unavailable { reason: String, retriable: bool },
 }
@@ -54,7 +61,9 @@ impl StoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
             StoreError::Sqlite { error, .. } => embedded::is_retriable(error),
-            StoreError::Unavailable { retriable, .. } => *retriable,
+            StoreError::Unavailable { retriable, .. } | StoreError::Remote { retriable, .. } => {
+                *retriable
+            }
             StoreError::DataDir { .. } | StoreError::CorruptDocument { .. } => false,
         }
     }

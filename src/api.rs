@@ -25,7 +25,7 @@ use crate::http::{HttpError, Request, Response, Service};
 use crate::json;
 use crate::metrics::Metrics;
 use crate::token::CdnRing;
-use crate::video::{self, Catalog};
+use crate::video::{self, SharedCatalog};
 use crate::views::{ViewBus, ViewEvent};
 
 /// What a request was routed to; the index labels its metrics.
@@ -105,7 +105,7 @@ fn route(path: &str) -> Route<'_> {
 
 /// The video service: everything a request handler needs, shared by all connections.
 pub struct VideoApi {
-    catalog: Arc<Catalog>,
+    catalog: SharedCatalog,
     cdns: CdnRing,
     views: ViewBus,
     metrics: Arc<Metrics>,
@@ -117,7 +117,7 @@ pub struct VideoApi {
 
 impl VideoApi {
     pub fn new(
-        catalog: Arc<Catalog>,
+        catalog: SharedCatalog,
         cdns: CdnRing,
         views: ViewBus,
         metrics: Arc<Metrics>,
@@ -196,7 +196,8 @@ impl VideoApi {
     /// `GET /video/:videoId`: the catalog video; a GET (not a HEAD) records a view.
     fn serve_video(&self, raw_id: &str, request: &Request<'_>, response: &mut Response) {
         let id = decode_segment(raw_id);
-        let Some(entry) = self.catalog.get(&id) else {
+        let catalog = self.catalog.load();
+        let Some(entry) = catalog.get(&id) else {
             response.set_json_error(404, &format!("video {id:?} not found"));
             return;
         };
@@ -209,13 +210,16 @@ impl VideoApi {
         }
     }
 
-    /// `GET /video/:videoId/views`: read from memory, kept current by the batch writer.
+    /// `GET /video/:videoId/views`: read from memory, kept current by the batch writer
+    /// (embedded store) or by the catalog refresher, which this request nudges (ScyllaDB).
     fn serve_view_count(&self, raw_id: &str, response: &mut Response) {
         let id = decode_segment(raw_id);
-        let Some(entry) = self.catalog.get(&id) else {
+        let catalog = self.catalog.load();
+        let Some(entry) = catalog.get(&id) else {
             response.set_json_error(404, &format!("video {id:?} not found"));
             return;
         };
+        entry.want_count();
         response.set_content_type("application/json");
         let body = &mut response.body;
         body.extend_from_slice(b"{\"videoId\":");

@@ -6,16 +6,19 @@
 //! was accepted.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::{VideoApi, ROUTE_NAMES};
 use crate::config::{Config, StoreKind};
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
-use crate::store::scylla::ScyllaViewStore;
+use crate::store::catalog_refresh::{catalog_from_documents, CatalogRefresher};
+use crate::store::scylla::{ScyllaCatalogStore, ScyllaViewStore};
 use crate::store::{EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError};
 use crate::token::{self, CdnConfigError, CdnRing};
-use crate::video::{self, PayloadError};
+use crate::video::{self, Catalog, PayloadError, VideoPayload, SEED_VIDEO_JSON};
 use crate::views::{BatchWriter, ViewBus, WriterHandle};
 
 /// Why the service could not start.
@@ -41,6 +44,7 @@ pub enum StartError {
 pub struct App {
     http: ServerHandle,
     writer: WriterHandle,
+    refresher: Option<CatalogRefresher>,
     metrics: Arc<Metrics>,
     config: Config,
 }
@@ -68,25 +72,51 @@ impl App {
             path: "(built-in)".into(),
         })?;
 
+        // The embedded store always holds a catalog: the catalog itself in embedded mode, the
+        // fallback served while ScyllaDB cannot be read in scylla mode.
         let mut store = EmbeddedStore::open(&config.data_dir)?;
         if store.seed_if_empty()? {
             tracing::info!("seeded the catalog with video 12345");
         }
-        if let Some(path) = &config.catalog {
-            let shown = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|error| StartError::CatalogRead {
-                path: shown.clone(),
-                error,
-            })?;
-            let videos =
-                video::parse_catalog(&bytes).map_err(|error| StartError::CatalogInvalid {
-                    path: shown.clone(),
-                    error,
-                })?;
-            let imported = store.upsert_videos(&videos)?;
-            tracing::info!(file = %shown, videos = imported, "imported catalog");
+        let imported = match &config.catalog {
+            Some(path) => read_catalog_file(path)?,
+            None => Vec::new(),
+        };
+        if !imported.is_empty() {
+            store.upsert_videos(&imported)?;
+            tracing::info!(videos = imported.len(), "imported catalog");
         }
-        let catalog = Arc::new(store.load_catalog()?);
+        let mut refresher = None;
+        let catalog = match config.store {
+            StoreKind::Embedded => store.load_catalog()?.shared(),
+            StoreKind::Scylla => {
+                let mut remote =
+                    ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;
+                let catalog = match load_remote_catalog(&mut remote, &imported) {
+                    Ok(catalog) => catalog,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the catalog from ScyllaDB; serving the local catalog until it answers");
+                        store.load_catalog()?
+                    }
+                }
+                .shared();
+                // Counts come from the cluster: ask for all of them once.
+                catalog
+                    .load()
+                    .entries()
+                    .for_each(|entry| entry.want_count());
+                refresher = Some(
+                    CatalogRefresher::spawn(
+                        remote,
+                        Arc::clone(&catalog),
+                        Duration::from_millis(config.catalog_refresh_ms),
+                        Duration::from_millis(config.views_cache_ms),
+                    )
+                    .map_err(StartError::Writer)?,
+                );
+                catalog
+            }
+        };
 
         let metrics = Arc::new(Metrics::new(ROUTE_NAMES)?);
         let (bus, receiver) = ViewBus::new(config.view_queue as usize, Arc::clone(&metrics));
@@ -134,7 +164,7 @@ impl App {
         tracing::info!(
             addr = %http.local_addr(),
             store = %store_summary,
-            videos = catalog.len(),
+            videos = catalog.load().len(),
             workers = http_config.workers,
             pinned = http_config.pin_workers,
             cdns = ?cdn_summary,
@@ -151,6 +181,7 @@ impl App {
         Ok(App {
             http,
             writer,
+            refresher,
             metrics,
             config,
         })
@@ -170,6 +201,9 @@ impl App {
             );
         }
         let written = self.writer.shutdown();
+        if let Some(refresher) = self.refresher {
+            refresher.stop();
+        }
         tracing::info!(
             persisted = written.persisted,
             failed = written.failed,
@@ -180,6 +214,55 @@ impl App {
             views_persisted_total: self.metrics.views_persisted.get(),
             views_failed_total: self.metrics.views_failed.get(),
             views_dropped_total: self.metrics.views_dropped.get(),
+        }
+    }
+}
+
+fn read_catalog_file(path: &Path) -> Result<Vec<VideoPayload<'static>>, StartError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| StartError::CatalogRead {
+        path: shown.clone(),
+        error,
+    })?;
+    video::parse_catalog(&bytes).map_err(|error| StartError::CatalogInvalid { path: shown, error })
+}
+
+/// Reads the catalog from ScyllaDB, seeding a fresh cluster with video 12345 and adding the
+/// `--catalog` videos first.
+fn load_remote_catalog(
+    remote: &mut ScyllaCatalogStore,
+    imported: &[VideoPayload<'_>],
+) -> Result<Catalog, StoreError> {
+    let mut documents = remote.load_videos()?;
+    if documents.is_empty() || !imported.is_empty() {
+        if documents.is_empty() {
+            let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
+                StoreError::CorruptDocument {
+                    video_id: "12345".into(),
+                    error,
+                }
+            })?;
+            remote.upsert_videos(&[seed])?;
+            tracing::info!("seeded the ScyllaDB catalog with video 12345");
+        }
+        remote.upsert_videos(imported)?;
+        documents = remote.load_videos()?;
+    }
+    Ok(catalog_from_documents(&documents, None))
+}
+
+/// `video-server import FILE`: loads a JSON array of videos into the configured store.
+pub fn import(config: &Config, path: &Path) -> Result<usize, StartError> {
+    let videos = read_catalog_file(path)?;
+    match config.store {
+        StoreKind::Embedded => {
+            let mut store = EmbeddedStore::open(&config.data_dir)?;
+            Ok(store.upsert_videos(&videos)?)
+        }
+        StoreKind::Scylla => {
+            let mut remote =
+                ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;
+            Ok(remote.upsert_videos(&videos)?)
         }
     }
 }

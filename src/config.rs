@@ -23,15 +23,27 @@ use crate::views::BatchLimits;
 /// `GET /healthz` and `GET /metrics` (see README.md). Every option can also be set through
 /// the environment variable named beside it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "video-server", version)]
+#[command(
+    name = "video-server",
+    version,
+    args_conflicts_with_subcommands = false
+)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address and port to listen on. Port 0 picks a free port (logged at start).
     #[arg(long, env = "VIDEO_SERVER_LISTEN", default_value = "0.0.0.0:3002")]
     pub listen: SocketAddr,
 
     /// Directory of the embedded store (created if missing). Holds the catalog and every
     /// recorded view in `video-server.sqlite3`.
-    #[arg(long, env = "VIDEO_SERVER_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIDEO_SERVER_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 
     /// HTTP worker threads. Default: one per CPU the process may run on (so `taskset -c 1
@@ -110,43 +122,49 @@ pub struct Config {
 
     /// Where views are written: "embedded" (SQLite under --data-dir) or "scylla" (a ScyllaDB
     /// cluster, with a local outbox under --data-dir while the cluster is unreachable).
-    #[arg(long, env = "VIDEO_SERVER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    #[arg(long, global = true, env = "VIDEO_SERVER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
 
     /// ScyllaDB nodes, host:port, comma separated. Falls back to $SCYLLA_URI, then
     /// 127.0.0.1:9042.
-    #[arg(long, env = "SCYLLA_NODES", value_delimiter = ',')]
+    #[arg(long, global = true, env = "SCYLLA_NODES", value_delimiter = ',')]
     pub scylla_nodes: Vec<String>,
 
     /// ScyllaDB keyspace (created if missing, with --scylla-replication).
-    #[arg(long, env = "VIDEO_SERVER_SCYLLA_KEYSPACE", default_value = "video_server",
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_KEYSPACE", default_value = "video_server",
           value_parser = parse_keyspace)]
     pub scylla_keyspace: String,
 
     /// Replication of a keyspace the server creates: "simple:N" (SimpleStrategy) or
     /// "network:dc1=3,dc2=3" (NetworkTopologyStrategy).
-    #[arg(long, env = "VIDEO_SERVER_SCYLLA_REPLICATION", default_value = "simple:1",
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_REPLICATION", default_value = "simple:1",
           value_parser = Replication::parse)]
     pub scylla_replication: Replication,
 
     /// Consistency of view writes: any, one, two, three, quorum, all, local_quorum,
     /// each_quorum, local_one.
-    #[arg(long, env = "VIDEO_SERVER_SCYLLA_WRITE_CONSISTENCY", default_value = "local_quorum",
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_WRITE_CONSISTENCY", default_value = "local_quorum",
           value_parser = parse_consistency)]
     pub scylla_write_consistency: Consistency,
 
+    /// Consistency of catalog and view-count reads (same levels as writes, except any).
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_READ_CONSISTENCY", default_value = "local_quorum",
+          value_parser = parse_consistency)]
+    pub scylla_read_consistency: Consistency,
+
     /// Client-side timeout of one ScyllaDB request, in milliseconds.
-    #[arg(long, env = "VIDEO_SERVER_SCYLLA_REQUEST_TIMEOUT_MS", default_value_t = 2_000,
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_REQUEST_TIMEOUT_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub scylla_request_timeout_ms: u64,
 
     /// ScyllaDB user name (password authentication).
-    #[arg(long, env = "SCYLLA_USER", requires = "scylla_password")]
+    #[arg(long, global = true, env = "SCYLLA_USER", requires = "scylla_password")]
     pub scylla_user: Option<String>,
 
     /// ScyllaDB password (prefer the environment variable to the flag).
     #[arg(
         long,
+        global = true,
         env = "SCYLLA_PASSWORD",
         hide_env_values = true,
         requires = "scylla_user"
@@ -162,10 +180,32 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub scylla_max_in_flight: u32,
 
+    /// With --store scylla: how often the catalog is re-read from ScyllaDB, in milliseconds.
+    #[arg(long, env = "VIDEO_SERVER_CATALOG_REFRESH_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub catalog_refresh_ms: u64,
+
+    /// With --store scylla: how stale a view count served by GET /video/:id/views may be, in
+    /// milliseconds (counts are read from ScyllaDB in the background, never by the request).
+    #[arg(long, env = "VIDEO_SERVER_VIEWS_CACHE_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub views_cache_ms: u64,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
     /// "video_server=debug".
-    #[arg(long, env = "VIDEO_SERVER_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "VIDEO_SERVER_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Load a JSON array of videos into the configured store's catalog (added or replaced by
+    /// videoId), then exit. Takes the same store options as the server.
+    Import {
+        /// The JSON file: an array of video objects as POST /video/token accepts them.
+        file: PathBuf,
+    },
 }
 
 /// Which store receives views.
@@ -202,7 +242,7 @@ fn parse_consistency(text: &str) -> Result<Consistency, String> {
         "local_quorum" => Consistency::LocalQuorum,
         "each_quorum" => Consistency::EachQuorum,
         "local_one" => Consistency::LocalOne,
-        other => return Err(format!("{other:?} is not a write consistency level")),
+        other => return Err(format!("{other:?} is not a consistency level")),
     })
 }
 
@@ -250,6 +290,7 @@ impl Config {
             keyspace: self.scylla_keyspace.clone(),
             replication: self.scylla_replication.clone(),
             write_consistency: self.scylla_write_consistency,
+            read_consistency: self.scylla_read_consistency,
             request_timeout: Duration::from_millis(self.scylla_request_timeout_ms),
             connect_timeout: Duration::from_secs(3),
             credentials: self.scylla_user.clone().zip(self.scylla_password.clone()),

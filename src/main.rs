@@ -6,6 +6,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
+use video_server::config::Command;
 use video_server::{App, Config};
 
 #[global_allocator]
@@ -22,6 +23,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+
+    if let Some(Command::Import { file }) = &config.command {
+        let count = video_server::app::import(&config, file)
+            .with_context(|| format!("cannot import {}", file.display()))?;
+        tracing::info!(videos = count, file = %file.display(), "imported into the catalog");
+        return Ok(());
+    }
 
     // Registered before the server starts, so a signal during start-up is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;

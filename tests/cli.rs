@@ -153,3 +153,44 @@ fn environment_variables_configure_the_server() {
     assert!(line.contains("addr=127.0.0.1:"), "{line}");
     assert!(dir.path().join("video-server.sqlite3").exists());
 }
+
+#[test]
+fn import_subcommand_loads_videos_into_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"videoId":"tears","title":"Tears of Steel","sources":[]}]"#,
+    )
+    .expect("write catalog");
+    let data = dir.path().join("data");
+    let output = run(
+        &[
+            "import",
+            catalog.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let server = Server::start_in(&data, &[]);
+    assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
+
+    std::fs::write(&catalog, r#"[{"videoId":"x"}]"#).expect("write catalog");
+    let output = run(
+        &[
+            "import",
+            catalog.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("catalog[0].title is required"));
+}

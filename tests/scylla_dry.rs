@@ -237,6 +237,7 @@ impl FakeNode {
             keyspace: "video_server".into(),
             replication: Replication::Simple { factor: 1 },
             write_consistency: scylla::statement::Consistency::LocalQuorum,
+            read_consistency: scylla::statement::Consistency::LocalQuorum,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             credentials: None,

@@ -7,6 +7,7 @@
 //! A remote store ([`RemoteViewStore`], e.g. ScyllaDB) is wrapped in a [`ResilientStore`],
 //! which retries, spills to a local [`Outbox`] while the remote store fails, and replays.
 
+pub mod catalog_refresh;
 mod embedded;
 pub mod outbox;
 pub mod resilient;
@@ -28,6 +29,12 @@ pub trait ViewStore: Send + 'static {
     /// Background work between batches (replaying an outbox); called by the writer on
     /// every turn of its loop, so it must return quickly when there is nothing to do.
     fn maintain(&mut self) {}
+
+    /// Whether the writer should add committed views to the in-memory counts. A store
+    /// whose counts are read back from the database (shared by several servers) says no.
+    fn credits_counts(&self) -> bool {
+        true
+    }
 }
 
 /// A store operation that failed.

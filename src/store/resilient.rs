@@ -239,6 +239,10 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
         }
     }
 
+    fn credits_counts(&self) -> bool {
+        false
+    }
+
     fn maintain(&mut self) {
         if self.outbox.depth() == 0 || self.in_backoff() {
             return;

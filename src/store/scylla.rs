@@ -46,6 +46,8 @@ pub struct ScyllaConfig {
     /// The keyspace's replication (used when the server creates the keyspace).
     pub replication: Replication,
     pub write_consistency: Consistency,
+    /// Consistency of catalog and view-count reads.
+    pub read_consistency: Consistency,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub credentials: Option<(String, String)>,
@@ -157,6 +159,42 @@ pub fn schema_script(keyspace: &str, replication: &Replication) -> String {
     script
 }
 
+/// Opens a session and, if configured, creates the schema.
+async fn connect_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .connection_timeout(config.connect_timeout)
+        .fetch_schema_metadata(false)
+        .fetch_full_schema_metadata(false);
+    if let Some((user, password)) = &config.credentials {
+        builder = builder.user(user, password);
+    }
+    // A node that accepts the connection but never answers could hold build() forever.
+    let session = tokio::time::timeout(config.connect_timeout * 2, builder.build())
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .map_err(remote("connect", true))?
+        .map_err(|error| error.to_string())
+        .map_err(remote("connect", true))?;
+    if config.create_schema {
+        for statement in schema_statements(&config.keyspace, &config.replication) {
+            session
+                .query_unpaged(statement, ())
+                .await
+                .map_err(|error| execution("create schema", &error))?;
+        }
+    }
+    Ok(session)
+}
+
+fn execution(context: &'static str, error: &ExecutionError) -> StoreError {
+    StoreError::Remote {
+        context,
+        message: error.to_string(),
+        retriable: is_retriable(error),
+    }
+}
+
 /// The statements the writer prepares.
 pub fn insert_view_cql(keyspace: &str, ttl: Option<Duration>) -> String {
     let ttl = ttl.map_or(String::new(), |ttl| {
@@ -236,34 +274,7 @@ impl ScyllaViewStore {
 
     /// Connects (if not connected), creating the schema and preparing the statements.
     async fn connect(config: &ScyllaConfig) -> Result<Connected, StoreError> {
-        let mut builder = SessionBuilder::new()
-            .known_nodes(&config.nodes)
-            .connection_timeout(config.connect_timeout)
-            .fetch_schema_metadata(false)
-            .fetch_full_schema_metadata(false);
-        if let Some((user, password)) = &config.credentials {
-            builder = builder.user(user, password);
-        }
-        // A node that accepts the connection but never answers could hold build() forever.
-        let session = tokio::time::timeout(config.connect_timeout * 2, builder.build())
-            .await
-            .map_err(|_| "timed out".to_owned())
-            .map_err(remote("connect", true))?
-            .map_err(|error| error.to_string())
-            .map_err(remote("connect", true))?;
-        if config.create_schema {
-            for statement in schema_statements(&config.keyspace, &config.replication) {
-                session
-                    .query_unpaged(statement, ())
-                    .await
-                    .map_err(|error| (is_retriable(&error), error.to_string()))
-                    .map_err(|(retriable, message)| StoreError::Remote {
-                        context: "create schema",
-                        message,
-                        retriable,
-                    })?;
-            }
-        }
+        let session = connect_session(config).await?;
         let prepare = |cql: String| {
             let session = &session;
             async move {
@@ -368,6 +379,138 @@ impl RemoteViewStore for ScyllaViewStore {
                 retriable: is_retriable(&error),
                 message: error.to_string(),
             })
+    }
+}
+
+/// Reads and writes the catalog, and reads view counts (summed rollups), on a runtime of
+/// its own: used at start, by `video-server import`, and by the catalog refresher thread.
+pub struct ScyllaCatalogStore {
+    config: ScyllaConfig,
+    runtime: tokio::runtime::Runtime,
+    session: Option<Arc<Session>>,
+}
+
+impl ScyllaCatalogStore {
+    pub fn new(config: ScyllaConfig) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("scylla-catalog")
+            .enable_all()
+            .build()?;
+        Ok(ScyllaCatalogStore {
+            config,
+            runtime,
+            session: None,
+        })
+    }
+
+    fn session(&mut self) -> Result<Arc<Session>, StoreError> {
+        if let Some(session) = &self.session {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(self.runtime.block_on(connect_session(&self.config))?);
+        self.session = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    fn statement(&self, cql: String, consistency: Consistency) -> scylla::statement::Statement {
+        let mut statement = scylla::statement::Statement::new(cql);
+        statement.set_consistency(consistency);
+        statement.set_request_timeout(Some(self.config.request_timeout));
+        statement.set_is_idempotent(true);
+        statement
+    }
+
+    /// Every video document, by id.
+    pub fn load_videos(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        let session = self.session()?;
+        let cql = format!(
+            "SELECT video_id, document FROM {}.videos",
+            self.config.keyspace
+        );
+        let statement = self.statement(cql, self.config.read_consistency);
+        self.runtime.block_on(async {
+            let pager = session
+                .query_iter(statement, ())
+                .await
+                .map_err(|error| error.to_string())
+                .map_err(remote("read catalog", true))?;
+            let mut rows = pager
+                .rows_stream::<(String, String)>()
+                .map_err(|error| error.to_string())
+                .map_err(remote("read catalog", false))?;
+            let mut videos = Vec::new();
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(|error| error.to_string())
+                .map_err(remote("read catalog", true))?
+            {
+                videos.push(row);
+            }
+            Ok(videos)
+        })
+    }
+
+    /// Inserts or replaces videos by id.
+    pub fn upsert_videos(
+        &mut self,
+        videos: &[crate::video::VideoPayload<'_>],
+    ) -> Result<usize, StoreError> {
+        let session = self.session()?;
+        let cql = format!(
+            "INSERT INTO {}.videos (video_id, document) VALUES (?, ?)",
+            self.config.keyspace
+        );
+        let write_consistency = self.config.write_consistency;
+        let timeout = self.config.request_timeout;
+        self.runtime.block_on(async {
+            let mut insert = session
+                .prepare(cql)
+                .await
+                .map_err(|error| error.to_string())
+                .map_err(remote("prepare catalog insert", true))?;
+            insert.set_is_idempotent(true);
+            insert.set_consistency(write_consistency);
+            insert.set_request_timeout(Some(timeout));
+            let mut document = Vec::with_capacity(512);
+            for video in videos {
+                document.clear();
+                video.write_json(&mut document, None);
+                let text = String::from_utf8_lossy(&document);
+                session
+                    .execute_unpaged(&insert, (video.video_id.as_ref(), text.as_ref()))
+                    .await
+                    .map_err(|error| execution("insert video", &error))?;
+            }
+            Ok(videos.len())
+        })
+    }
+
+    /// Views of one video: the sum of its rollups.
+    pub fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
+        let session = self.session()?;
+        let cql = format!(
+            "SELECT SUM(views) FROM {}.view_rollups WHERE video_id = ?",
+            self.config.keyspace
+        );
+        let statement = self.statement(cql, self.config.read_consistency);
+        self.runtime.block_on(async {
+            let result = session
+                .query_unpaged(statement, (video_id,))
+                .await
+                .map_err(|error| execution("read view count", &error))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(|error| error.to_string())
+                .map_err(remote("read view count", false))?;
+            let (sum,) = rows
+                .maybe_first_row::<(Option<i64>,)>()
+                .map_err(|error| error.to_string())
+                .map_err(remote("read view count", false))?
+                .unwrap_or((None,));
+            Ok(sum.and_then(|sum| u64::try_from(sum).ok()).unwrap_or(0))
+        })
     }
 }
 

@@ -7,8 +7,10 @@
 //! atomic load.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::payload::VideoPayload;
 
@@ -23,8 +25,11 @@ pub struct CatalogEntry {
     /// The response body of `GET /video/:videoId`, rendered once.
     body: Box<[u8]>,
     /// Views of this video the store has committed (loaded at start, then advanced by the
-    /// batch writer).
+    /// batch writer, or set from a remote store's count by the catalog refresher).
     persisted_views: AtomicU64,
+    /// Set when a client asked for the count, so the refresher re-reads it from a remote
+    /// store; cleared by the refresher.
+    count_wanted: AtomicBool,
 }
 
 impl CatalogEntry {
@@ -35,6 +40,7 @@ impl CatalogEntry {
             video_id: video.video_id.as_ref().into(),
             body: body.into_boxed_slice(),
             persisted_views: AtomicU64::new(persisted_views),
+            count_wanted: AtomicBool::new(false),
         }
     }
 
@@ -55,7 +61,28 @@ impl CatalogEntry {
     pub fn add_persisted_views(&self, count: u64) {
         self.persisted_views.fetch_add(count, Ordering::AcqRel);
     }
+
+    /// Sets the count read from a remote store.
+    pub fn set_persisted_views(&self, count: u64) {
+        self.persisted_views.store(count, Ordering::Release);
+    }
+
+    /// Asks the refresher (if any) to re-read this video's count soon.
+    pub fn want_count(&self) {
+        if !self.count_wanted.load(Ordering::Relaxed) {
+            self.count_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a count was asked for since the last call.
+    pub fn take_count_request(&self) -> bool {
+        self.count_wanted.swap(false, Ordering::AcqRel)
+    }
 }
+
+/// The catalog as the server holds it: replaced whole when a refresh brings a new one,
+/// read without a lock.
+pub type SharedCatalog = Arc<ArcSwap<Catalog>>;
 
 /// Every servable video, by `videoId`.
 #[derive(Debug, Default)]
@@ -80,6 +107,16 @@ impl Catalog {
     #[inline]
     pub fn get(&self, video_id: &str) -> Option<&Arc<CatalogEntry>> {
         self.entries.get(video_id)
+    }
+
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<CatalogEntry>> {
+        self.entries.values()
+    }
+
+    /// Makes a shareable, swappable catalog.
+    pub fn shared(self) -> SharedCatalog {
+        Arc::new(ArcSwap::from_pointee(self))
     }
 
     pub fn len(&self) -> usize {

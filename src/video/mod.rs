@@ -8,7 +8,7 @@
 pub mod catalog;
 pub mod payload;
 
-pub use catalog::{Catalog, CatalogEntry, SEED_VIDEO_JSON};
+pub use catalog::{Catalog, CatalogEntry, SharedCatalog, SEED_VIDEO_JSON};
 pub use payload::{
     parse_catalog, parse_stored_video, parse_token_request, PayloadError, VideoPayload,
 };

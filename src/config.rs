@@ -280,7 +280,10 @@ impl Config {
     /// The ScyllaDB settings; nodes from --scylla-nodes, else $SCYLLA_URI, else localhost.
     pub fn scylla(&self) -> ScyllaConfig {
         let nodes = if self.scylla_nodes.is_empty() {
-            let uri = std::env::var("SCYLLA_URI").unwrap_or_else(|_| "127.0.0.1:9042".into());
+            let uri = std::env::var("SCYLLA_URI")
+                .ok()
+                .filter(|uri| !uri.trim().is_empty())
+                .unwrap_or_else(|| "127.0.0.1:9042".into());
             uri.split(',').map(|node| node.trim().to_owned()).collect()
         } else {
             self.scylla_nodes.clone()

@@ -41,13 +41,28 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--scylla-nodes", "SCYLLA_NODES"),
         ("--scylla-keyspace", "VIDEO_SERVER_SCYLLA_KEYSPACE"),
         ("--scylla-replication", "VIDEO_SERVER_SCYLLA_REPLICATION"),
-        ("--scylla-write-consistency", "VIDEO_SERVER_SCYLLA_WRITE_CONSISTENCY"),
-        ("--scylla-read-consistency", "VIDEO_SERVER_SCYLLA_READ_CONSISTENCY"),
-        ("--scylla-request-timeout-ms", "VIDEO_SERVER_SCYLLA_REQUEST_TIMEOUT_MS"),
+        (
+            "--scylla-write-consistency",
+            "VIDEO_SERVER_SCYLLA_WRITE_CONSISTENCY",
+        ),
+        (
+            "--scylla-read-consistency",
+            "VIDEO_SERVER_SCYLLA_READ_CONSISTENCY",
+        ),
+        (
+            "--scylla-request-timeout-ms",
+            "VIDEO_SERVER_SCYLLA_REQUEST_TIMEOUT_MS",
+        ),
         ("--scylla-user", "SCYLLA_USER"),
         ("--scylla-password", "SCYLLA_PASSWORD"),
-        ("--scylla-view-ttl-days", "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS"),
-        ("--scylla-max-in-flight", "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT"),
+        (
+            "--scylla-view-ttl-days",
+            "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS",
+        ),
+        (
+            "--scylla-max-in-flight",
+            "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT",
+        ),
         ("--catalog-refresh-ms", "VIDEO_SERVER_CATALOG_REFRESH_MS"),
         ("--views-cache-ms", "VIDEO_SERVER_VIEWS_CACHE_MS"),
     ];
@@ -56,7 +71,10 @@ fn help_explains_every_option_and_its_environment_variable() {
         assert!(help.contains(env), "--help lacks {env}:\n{help}");
     }
     assert!(help.contains("[default: 0.0.0.0:3002]"), "{help}");
-    assert!(help.contains("SCYLLA_URI"), "the SCYLLA_URI fallback is documented");
+    assert!(
+        help.contains("SCYLLA_URI"),
+        "the SCYLLA_URI fallback is documented"
+    );
 }
 
 #[test]

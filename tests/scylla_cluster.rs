@@ -56,10 +56,18 @@ fn views(count: usize) -> Vec<ViewEvent> {
         .collect()
 }
 
-fn resilient(config: ScyllaConfig, dir: &std::path::Path) -> ResilientStore<ScyllaViewStore> {
+/// A resilient store over the cluster, after waiting up to `connect_wait` for a session.
+fn resilient(
+    config: ScyllaConfig,
+    dir: &std::path::Path,
+    connect_wait: Duration,
+) -> ResilientStore<ScyllaViewStore> {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
+    let mut remote = ScyllaViewStore::new(config).expect("store");
+    // Unreachable configurations are expected to fail here; the store copes either way.
+    let _ = remote.wait_until_connected(connect_wait);
     ResilientStore::new(
-        ScyllaViewStore::new(config).expect("store"),
+        remote,
         Outbox::open(dir).expect("outbox"),
         metrics,
         RetryPolicy::default(),
@@ -71,7 +79,7 @@ fn resilient(config: ScyllaConfig, dir: &std::path::Path) -> ResilientStore<Scyl
 fn views_are_written_and_counted() {
     let keyspace = keyspace();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = resilient(config(&keyspace), dir.path());
+    let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
     store.write_views(&views(120)).expect("write");
     store.write_views(&views(30)).expect("write");
     assert_eq!(store.outbox_depth(), 0, "the cluster refused the writes");
@@ -88,11 +96,11 @@ fn spilled_views_are_replayed_exactly_once() {
     unreachable.nodes = vec!["127.0.0.1:1".into()];
     unreachable.connect_timeout = Duration::from_millis(500);
     {
-        let mut store = resilient(unreachable, dir.path());
+        let mut store = resilient(unreachable, dir.path(), Duration::ZERO);
         store.write_views(&views(40)).expect("spilled");
         assert_eq!(store.outbox_depth(), 40);
     }
-    let mut store = resilient(config(&keyspace), dir.path());
+    let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while store.outbox_depth() > 0 && std::time::Instant::now() < deadline {
         store.maintain();

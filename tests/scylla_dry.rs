@@ -331,7 +331,10 @@ fn resilient(
     dir: &std::path::Path,
 ) -> (ResilientStore<ScyllaViewStore>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
-    let remote = ScyllaViewStore::new(node.config()).expect("store");
+    let mut remote = ScyllaViewStore::new(node.config()).expect("store");
+    remote
+        .wait_until_connected(Duration::from_secs(10))
+        .expect("connect to the fake node");
     let outbox = Outbox::open(dir).expect("outbox");
     (
         ResilientStore::new(remote, outbox, Arc::clone(&metrics), quick_policy()),
@@ -366,6 +369,9 @@ fn statements_text_matches_the_forged_column_metadata() {
 fn a_flush_sends_schema_prepares_and_bound_rows() {
     let mut node = FakeNode::start();
     let mut store = ScyllaViewStore::new(node.config()).expect("store");
+    store
+        .wait_until_connected(Duration::from_secs(10))
+        .expect("connect to the fake node");
     let batch = views(5);
     let flush = video_server::store::Flush {
         id: uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]),

@@ -52,6 +52,8 @@ pub enum StoreError {
         video_id: String,
         error: PayloadError,
     },
+    #[error("ScyllaDB unreachable: {message}")]
+    Unreachable { message: String },
     #[error("ScyllaDB ({context}): {message}")]
     Remote {
         context: &'static str,
@@ -71,6 +73,7 @@ impl StoreError {
             StoreError::Unavailable { retriable, .. } | StoreError::Remote { retriable, .. } => {
                 *retriable
             }
+            StoreError::Unreachable { .. } => true,
             StoreError::DataDir { .. } | StoreError::CorruptDocument { .. } => false,
         }
     }

@@ -147,7 +147,13 @@ impl<R: RemoteViewStore> ResilientStore<R> {
         loop {
             match self.remote.write_flush(flush) {
                 Ok(()) => return Ok(()),
-                Err(error) if error.is_retriable() && attempt < self.policy.attempts => {
+                // An unreachable cluster is not retried at once: the connection attempt
+                // goes on in the background and the backoff paces the next try.
+                Err(error)
+                    if error.is_retriable()
+                        && !matches!(error, StoreError::Unreachable { .. })
+                        && attempt < self.policy.attempts =>
+                {
                     self.metrics.store_errors.inc();
                     self.metrics.store_retries.inc();
                     std::thread::sleep(pause.mul_f64(fastrand::f64()));
@@ -431,6 +437,36 @@ mod tests {
         assert_eq!(metrics.outbox_depth.get(), 9);
         drain(&mut store);
         assert_eq!(cluster.count("12345"), 9);
+    }
+
+    /// A cluster that cannot be reached at all.
+    struct Unreachable {
+        attempts: Arc<Mutex<u32>>,
+    }
+
+    impl RemoteViewStore for Unreachable {
+        fn write_flush(&mut self, _: &Flush) -> Result<(), StoreError> {
+            *self.attempts.lock() += 1;
+            Err(StoreError::Unreachable {
+                message: "still connecting".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_not_retried_on_the_spot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let attempts = Arc::new(Mutex::new(0));
+        let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
+        let remote = Unreachable {
+            attempts: Arc::clone(&attempts),
+        };
+        let outbox = Outbox::open(dir.path()).expect("outbox");
+        let mut store = ResilientStore::new(remote, outbox, Arc::clone(&metrics), quick_policy());
+        store.write_views(&views(3)).expect("spilled");
+        assert_eq!(*attempts.lock(), 1);
+        assert_eq!(metrics.store_retries.get(), 0);
+        assert_eq!(store.outbox_depth(), 3);
     }
 
     #[test]

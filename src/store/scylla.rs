@@ -215,11 +215,24 @@ struct Connected {
     insert_rollup: PreparedStatement,
 }
 
+/// The state of the writer's session.
+enum Link {
+    /// Not connected and not trying (after a failed attempt).
+    Idle,
+    /// A connection attempt running on the driver's runtime; the writer never waits for it.
+    Connecting(tokio::task::JoinHandle<Result<Connected, StoreError>>),
+    Connected(Box<Connected>),
+}
+
+/// How long a write waits for a connection attempt already under way: enough for a healthy
+/// cluster to answer, short enough that an unreachable one never stalls the batch writer.
+const CONNECT_GRACE: Duration = Duration::from_millis(200);
+
 /// The ScyllaDB view store.
 pub struct ScyllaViewStore {
     config: ScyllaConfig,
     runtime: tokio::runtime::Runtime,
-    connected: Option<Connected>,
+    link: Link,
 }
 
 fn remote(context: &'static str, retriable: bool) -> impl FnOnce(String) -> StoreError {
@@ -265,11 +278,72 @@ impl ScyllaViewStore {
             .thread_name("scylla")
             .enable_all()
             .build()?;
-        Ok(ScyllaViewStore {
+        let mut store = ScyllaViewStore {
             config,
             runtime,
-            connected: None,
-        })
+            link: Link::Idle,
+        };
+        // Start connecting now, so the first batch usually finds a session ready.
+        store.start_connecting();
+        Ok(store)
+    }
+
+    fn start_connecting(&mut self) {
+        let config = self.config.clone();
+        self.link = Link::Connecting(
+            self.runtime
+                .spawn(async move { Self::connect(&config).await }),
+        );
+    }
+
+    /// Waits up to `timeout` for a session (for tools and tests; the writer never waits).
+    pub fn wait_until_connected(&mut self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.ensure_connected() {
+                Ok(()) => return Ok(()),
+                Err(error) if std::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Makes sure there is a session: starts or checks on a connection attempt, and answers
+    /// `Unreachable` after at most [`CONNECT_GRACE`] rather than waiting for it.
+    fn ensure_connected(&mut self) -> Result<(), StoreError> {
+        if matches!(self.link, Link::Idle) {
+            self.start_connecting();
+        }
+        if let Link::Connecting(handle) = &mut self.link {
+            let attempt = self
+                .runtime
+                .block_on(async { tokio::time::timeout(CONNECT_GRACE, handle).await });
+            match attempt {
+                Err(_still_connecting) => {
+                    return Err(StoreError::Unreachable {
+                        message: "still connecting to ScyllaDB".into(),
+                    })
+                }
+                Ok(Ok(Ok(connected))) => {
+                    let connected = Box::new(connected);
+                    tracing::info!(nodes = ?self.config.nodes, keyspace = %self.config.keyspace, "connected to ScyllaDB");
+                    self.link = Link::Connected(connected);
+                }
+                Ok(Ok(Err(error))) => {
+                    self.link = Link::Idle;
+                    return Err(StoreError::Unreachable {
+                        message: error.to_string(),
+                    });
+                }
+                Ok(Err(join_error)) => {
+                    self.link = Link::Idle;
+                    return Err(StoreError::Unreachable {
+                        message: format!("connection task failed: {join_error}"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Connects (if not connected), creating the schema and preparing the statements.
@@ -359,26 +433,21 @@ fn view_row(
 
 impl RemoteViewStore for ScyllaViewStore {
     fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError> {
-        let config = &self.config;
-        if self.connected.is_none() {
-            let connected = self.runtime.block_on(Self::connect(config))?;
-            tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "connected to ScyllaDB");
-            self.connected = Some(connected);
-        }
-        let Some(connected) = &self.connected else {
-            return Err(StoreError::Remote {
-                context: "connect",
-                message: "no session".into(),
-                retriable: true,
+        let max_in_flight = self.config.max_in_flight.max(1);
+        self.ensure_connected()?;
+        let Link::Connected(connected) = &self.link else {
+            return Err(StoreError::Unreachable {
+                message: "not connected to ScyllaDB".into(),
             });
         };
-        self.runtime
-            .block_on(Self::write(connected, flush, config.max_in_flight.max(1)))
-            .map_err(|error| StoreError::Remote {
-                context: "write views",
-                retriable: is_retriable(&error),
-                message: error.to_string(),
-            })
+        let written = self
+            .runtime
+            .block_on(Self::write(connected, flush, max_in_flight));
+        written.map_err(|error| StoreError::Remote {
+            context: "write views",
+            retriable: is_retriable(&error),
+            message: error.to_string(),
+        })
     }
 }
 

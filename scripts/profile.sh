@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Profiles video-server under load and renders a flamegraph.
+#
+#   scripts/profile.sh [token|video|plaintext] [SECONDS]     (default: token, 10)
+#
+# Builds the `profiling` profile (release code with symbols), starts the server pinned to
+# SERVER_CPU, drives it with wrk pinned to LOAD_CPU, records it with `perf record -g`
+# (software cpu-clock sampling where the machine has no hardware counters), and writes
+# bench/results/profile-<scenario>-<time>/{perf.data,flamegraph.svg,top.txt}.
+# Installs what it needs: linux-perf and wrk (Debian), inferno (crates.io).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+scenario="${1:-token}"
+seconds="${2:-10}"
+SERVER_CPU="${SERVER_CPU:-1}"
+LOAD_CPU="${LOAD_CPU:-0}"
+PORT="${PORT:-3904}"
+case "$scenario" in token | video | plaintext) ;; *)
+  echo "usage: $0 [token|video|plaintext] [SECONDS]" >&2
+  exit 2
+  ;;
+esac
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v perf >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+fi
+"$root/bench/install.sh" wrk
+if ! command -v inferno-flamegraph >/dev/null 2>&1; then
+  echo "installing inferno (cargo install)" >&2
+  cargo install --quiet --locked inferno
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo build --profile profiling --quiet
+out="$root/bench/results/profile-$scenario-$(date -u +%Y%m%d-%H%M%S)"
+mkdir -p "$out"
+data_dir="$(mktemp -d)"
+taskset -c "$SERVER_CPU" target/profiling/video-server --listen "127.0.0.1:$PORT" \
+  --data-dir "$data_dir" --log-level warn 2>"$out/server.log" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data_dir"' EXIT
+until curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
+  kill -0 "$pid" 2>/dev/null || { echo "server exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+taskset -c "$LOAD_CPU" wrk -t1 -c100 -d"$((seconds + 2))s" -s "bench/wrk/$scenario.lua" \
+  "http://127.0.0.1:$PORT" >"$out/wrk.txt" &
+wrk_pid=$!
+sleep 1
+perf record -F 999 -g -p "$pid" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.log"
+wait "$wrk_pid"
+
+perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
+inferno-flamegraph --title "video-server $scenario (wrk -c100)" <"$out/stacks.folded" >"$out/flamegraph.svg"
+perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+  grep -E '^ +[0-9]' | head -30 >"$out/top.txt"
+echo "flamegraph: $out/flamegraph.svg" >&2
+echo "top symbols (self time):" >&2
+cat "$out/top.txt"

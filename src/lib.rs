@@ -11,7 +11,8 @@
 //! - [`video`]: the video document (strict parsing, rendering) and the in-memory catalog.
 //! - [`token`]: URL signing schemes, CDNs and the round robin over them.
 //! - [`views`]: the view event, the non-blocking bus and the batch writer thread.
-//! - [`store`]: the [`store::ViewStore`] trait and the embedded SQLite store.
+//! - [`store`]: the [`store::ViewStore`] trait, the embedded SQLite store, and ScyllaDB
+//!   behind a resilient wrapper (retry, local outbox, replay) with a catalog refresher.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`json`]: writing JSON straight into response buffers.
 //! - [`app`]: starting and stopping it all in order.

@@ -57,8 +57,36 @@ pub struct EmbeddedStore {
     counts_scratch: HashMap<Box<str>, i64>,
 }
 
-fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(super) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |error| StoreError::Sqlite { context, error }
+}
+
+/// Opens (creating if needed) `<data_dir>/<file>` with the settings every local database
+/// of ours uses (WAL, `synchronous = FULL`, a busy timeout) and applies `schema`.
+pub(super) fn open_durable(
+    data_dir: &Path,
+    file: &str,
+    schema: &str,
+) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
+        path: data_dir.display().to_string(),
+        error,
+    })?;
+    let connection = Connection::open(data_dir.join(file)).map_err(sqlite("open database"))?;
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(sqlite("enable WAL"))?;
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite("set synchronous"))?;
+    // Another process (an operator's sqlite3 shell) may briefly hold the lock.
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sqlite("set busy timeout"))?;
+    connection
+        .execute_batch(schema)
+        .map_err(sqlite("create schema"))?;
+    Ok(connection)
 }
 
 /// Busy and locked databases, a full disk and I/O errors can clear up; a constraint
@@ -79,25 +107,8 @@ pub(super) fn is_retriable(error: &rusqlite::Error) -> bool {
 impl EmbeddedStore {
     /// Opens (creating if needed) the database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            error,
-        })?;
+        let connection = open_durable(data_dir, DATABASE_FILE, SCHEMA)?;
         let path = data_dir.join(DATABASE_FILE);
-        let connection = Connection::open(&path).map_err(sqlite("open database"))?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite("enable WAL"))?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite("set synchronous"))?;
-        // Another process (an operator's sqlite3 shell) may briefly hold the lock.
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite("set busy timeout"))?;
-        connection
-            .execute_batch(SCHEMA)
-            .map_err(sqlite("create schema"))?;
         Ok(EmbeddedStore {
             connection,
             path,

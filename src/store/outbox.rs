@@ -13,6 +13,7 @@ use std::path::Path;
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
+use super::embedded::{open_durable, sqlite};
 use super::StoreError;
 
 /// One view ready for the remote store, with its stable ids.
@@ -47,10 +48,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_by_flush ON outbox (flush_id);
 ";
 
-fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |error| StoreError::Sqlite { context, error }
-}
-
 /// Flushes waiting for the remote store.
 pub struct Outbox {
     connection: Connection,
@@ -60,21 +57,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            error,
-        })?;
-        let connection =
-            Connection::open(data_dir.join(OUTBOX_FILE)).map_err(sqlite("open outbox"))?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite("outbox WAL"))?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite("outbox synchronous"))?;
-        connection
-            .execute_batch(SCHEMA)
-            .map_err(sqlite("outbox schema"))?;
+        let connection = open_durable(data_dir, OUTBOX_FILE, SCHEMA)?;
         let depth: i64 = connection
             .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))
             .map_err(sqlite("outbox depth"))?;

@@ -103,7 +103,12 @@ enum Next {
 }
 
 /// The state of one connection.
-pub(super) struct Connection<'a, S: Service> {
+///
+/// `G` is the server's bookkeeping for the connection. It is declared before `stream`, so
+/// it is dropped first (on return and on unwinding alike): the server forgets the socket
+/// before it is closed, and never touches a closed (or reused) descriptor.
+pub(super) struct Connection<'a, S: Service, G> {
+    _guard: G,
     stream: TcpStream,
     peer: SocketAddr,
     service: &'a S,
@@ -120,8 +125,9 @@ pub(super) struct Connection<'a, S: Service> {
     continue_sent: bool,
 }
 
-impl<'a, S: Service> Connection<'a, S> {
+impl<'a, S: Service, G> Connection<'a, S, G> {
     pub(super) fn new(
+        guard: G,
         stream: TcpStream,
         peer: SocketAddr,
         service: &'a S,
@@ -132,6 +138,7 @@ impl<'a, S: Service> Connection<'a, S> {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(config.idle_timeout));
         Connection {
+            _guard: guard,
             stream,
             peer,
             service,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream as StdTcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +27,10 @@ use super::{HttpConfig, Service};
 struct ServerState {
     stopping: AtomicBool,
     open_connections: AtomicUsize,
-    /// A duplicate of every open connection's socket, so shutdown can wake idle readers.
-    /// Touched once when a connection opens and once when it closes, never per request.
-    connections: Mutex<HashMap<u64, StdTcpStream>>,
+    /// The descriptor of every open connection, so shutdown can wake idle readers. An
+    /// entry is removed (under this lock) before its socket is closed, so a descriptor in
+    /// here is always open. Touched when a connection opens and closes, never per request.
+    connections: Mutex<HashMap<u64, RawFd>>,
     next_connection_id: AtomicU64,
 }
 
@@ -146,15 +147,7 @@ fn accept_loop<S: Service>(
             }
         };
         let id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        match stream.inner().try_clone() {
-            Ok(duplicate) => {
-                state.connections.lock().insert(id, duplicate);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot track connection; refusing it");
-                continue;
-            }
-        }
+        state.connections.lock().insert(id, stream.as_raw_fd());
         state.open_connections.fetch_add(1, Ordering::AcqRel);
         service.connection_opened();
         let (state, config, service) = (
@@ -163,15 +156,23 @@ fn accept_loop<S: Service>(
             Arc::clone(&service),
         );
         let serve = move || {
-            // Bookkeeping runs on drop, so a connection whose coroutine unwinds (a panic
-            // caught by the runtime, a cancellation) is still forgotten and counted closed,
-            // and shutdown does not wait for it.
-            let _registration = Registration {
+            // Bookkeeping runs on drop, before the socket closes, so a connection whose
+            // coroutine unwinds (a panic caught by the runtime, a cancellation) is still
+            // forgotten and counted closed, and shutdown does not wait for it.
+            let registration = Registration {
                 id,
                 state: &state,
                 service: &*service,
             };
-            Connection::new(stream, peer, &*service, &config, &state.stopping).run();
+            Connection::new(
+                registration,
+                stream,
+                peer,
+                &*service,
+                &config,
+                &state.stopping,
+            )
+            .run();
         };
         // SAFETY: as for the accept loop: connection code keeps no thread-local
         // references across yields.
@@ -236,8 +237,11 @@ impl ServerHandle {
                 unsafe { acceptor.coroutine().cancel() };
             }
         }
-        for connection in state.connections.lock().values() {
-            let _ = connection.shutdown(Shutdown::Read);
+        for &fd in state.connections.lock().values() {
+            // SAFETY: `fd` is open: a connection removes its entry under this same lock
+            // before its socket is closed, and we hold the lock while using it.
+            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&socket).shutdown(Shutdown::Read);
         }
         let open = || state.open_connections.load(Ordering::Acquire);
         let deadline = Instant::now() + grace;

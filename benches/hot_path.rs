@@ -1,0 +1,80 @@
+//! Micro-benchmarks of the token request's hot path, piece by piece:
+//! signing (MD5 and SHA-256), payload validation, response rendering, and the whole
+//! parse-sign-render handler body. Run with `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use video_server::token::{default_cdns, write_token, SigningScheme};
+use video_server::video::parse_token_request;
+
+const CONTRACT_BODY: &[u8] = br#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
+const SRC: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
+
+/// A token body with `sources` copies of the contract's 1080p source.
+fn body_with_sources(sources: usize) -> Vec<u8> {
+    let source = r#"{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"}"#;
+    let list = vec![source; sources].join(",");
+    format!(r#"{{"video":{{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{list}]}}}}"#)
+        .into_bytes()
+}
+
+fn signing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sign one source");
+    let mut out = Vec::with_capacity(128);
+    for (name, scheme) in [
+        ("md5", SigningScheme::Md5),
+        ("sha256", SigningScheme::Sha256),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                write_token(&mut out, scheme, black_box(SRC), black_box("U5e0IskwtIfA"));
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn validation(c: &mut Criterion) {
+    c.bench_function("validate contract body", |b| {
+        b.iter(|| black_box(parse_token_request(black_box(CONTRACT_BODY)).is_ok()))
+    });
+}
+
+fn rendering(c: &mut Criterion) {
+    let video = parse_token_request(CONTRACT_BODY).expect("valid body");
+    let cdn = &default_cdns()[0];
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("render signed response (2 sources)", |b| {
+        b.iter(|| {
+            out.clear();
+            video.write_json(&mut out, Some(black_box(cdn)));
+            black_box(&out);
+        })
+    });
+}
+
+fn whole_handler(c: &mut Criterion) {
+    let cdn = &default_cdns()[0];
+    let mut group = c.benchmark_group("parse + sign + render");
+    let mut out = Vec::with_capacity(64 * 1024);
+    for sources in [1, 2, 8, 64] {
+        let body = body_with_sources(sources);
+        group.throughput(Throughput::Elements(sources as u64));
+        group.bench_function(format!("{sources} sources"), |b| {
+            b.iter(|| {
+                out.clear();
+                let video = parse_token_request(black_box(&body)).expect("valid body");
+                video.write_json(&mut out, Some(cdn));
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, signing, validation, rendering, whole_handler);
+criterion_main!(benches);

@@ -10,6 +10,8 @@
 #   token-wrk         wrk -t1 -c100 POST /video/token (the contract's body)
 #   video-wrk         wrk -t1 -c100 GET /video/12345 (records a view per request)
 #   plaintext-wrk     wrk -t1 -c100 GET /plaintext (video-server only: its own ceiling)
+#   plaintext-autocannon  autocannon -c 1000 -p 1 GET /plaintext (video-server only): what
+#                     the same autocannon reaches when the server does almost nothing
 # Server CPU per request = (utime + stime from /proc/PID/stat over the scenario) / requests,
 # so it counts every thread of the server (the batch writer included).
 # The table of medians goes to stdout and bench/results/<timestamp>/compare.md, with every
@@ -69,6 +71,10 @@ measure() { # scenario server pid port round
         -H 'Content-type: application/json' -c 1000 -p 1 -d "$DURATION" --json \
         "http://127.0.0.1:$port/video/token" >"$raw" 2>"$raw.stderr"
       ;;
+    plaintext-autocannon)
+      taskset -c "$LOAD_CPU" "$autocannon" -c 1000 -p 1 -d "$DURATION" --json \
+        "http://127.0.0.1:$port/plaintext" >"$raw" 2>"$raw.stderr"
+      ;;
     token-wrk | video-wrk | plaintext-wrk)
       taskset -c "$LOAD_CPU" wrk -t1 -c100 -d"${DURATION}s" -s "bench/wrk/${scenario%-wrk}.lua" \
         "http://127.0.0.1:$port" >"$raw" 2>&1
@@ -87,7 +93,7 @@ for round in $(seq 1 "$RUNS"); do
   vs_pid=$!
   wait_ready "$VS_PORT" "$vs_pid"
   taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" -s bench/wrk/token.lua "http://127.0.0.1:$VS_PORT" >/dev/null
-  for scenario in token-autocannon token-wrk video-wrk plaintext-wrk; do
+  for scenario in token-autocannon plaintext-autocannon token-wrk video-wrk plaintext-wrk; do
     measure "$scenario" video-server "$vs_pid" "$VS_PORT" "$round"
     if [ "$scenario" = video-wrk ]; then
       sleep 0.5 # one flush interval and then some: let the writer catch up before reading

@@ -97,6 +97,14 @@ def table(records_path):
         if None in (ours_rps, node_rps, ours_cpu, node_cpu):
             continue
         print(f"| {scenario} | {ours_rps / node_rps:.1f}× | {node_cpu / max(ours_cpu, 1e-9):.1f}× |")
+    seed = median("token-autocannon", "video-server", "rps")
+    ceiling = median("plaintext-autocannon", "video-server", "rps")
+    if seed and ceiling:
+        print()
+        print(
+            f"autocannon -c 1000: video-server token route at {seed / ceiling:.1%} of the req/s the "
+            f"same autocannon reaches on its plain-text route ({seed:,.0f} vs {ceiling:,.0f})"
+        )
     token = median("token-wrk", "video-server", "cpu_us_per_request")
     plain = median("plaintext-wrk", "video-server", "cpu_us_per_request")
     if token and plain:

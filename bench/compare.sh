@@ -12,6 +12,9 @@
 #   plaintext-wrk     wrk -t1 -c100 GET /plaintext (video-server only: its own ceiling)
 #   plaintext-autocannon  autocannon -c 1000 -p 1 GET /plaintext (video-server only): what
 #                     the same autocannon reaches when the server does almost nothing
+#   plaintext-wrk on "minihttp": may_minihttp 0.1.11's hello world (bench/minihttp-ceiling),
+#                     the leanest server on our runtime: the ceiling our HTTP layer is
+#                     measured against
 # Server CPU per request = (utime + stime from /proc/PID/stat over the scenario) / requests,
 # so it counts every thread of the server (the batch writer included).
 # The table of medians goes to stdout and bench/results/<timestamp>/compare.md, with every
@@ -35,8 +38,10 @@ records="$out/records.jsonl"
 : >"$records"
 
 "$here/install.sh"
-echo "building video-server (release)" >&2
+echo "building video-server and the may_minihttp ceiling (release)" >&2
 cargo build --release --quiet
+cargo build --release --quiet --manifest-path "$here/minihttp-ceiling/Cargo.toml"
+MINI_PORT="${MINI_PORT:-3907}"
 autocannon="$here/node_modules/.bin/autocannon"
 token_body="$(cat "$here/token-body.json")"
 clock_ticks="$(getconf CLK_TCK)"
@@ -102,6 +107,15 @@ for round in $(seq 1 "$RUNS"); do
   done
   stop_server "$vs_pid"
   rm -rf "$data_dir"
+
+  echo "round $round/$RUNS: may_minihttp ceiling" >&2
+  taskset -c "$SERVER_CPU" "$here/minihttp-ceiling/target/release/minihttp-ceiling" \
+    "127.0.0.1:$MINI_PORT" >"$out/minihttp-$round.log" 2>&1 &
+  mini_pid=$!
+  until curl -fs -o /dev/null "http://127.0.0.1:$MINI_PORT/plaintext"; do sleep 0.1; done
+  taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" -s bench/wrk/plaintext.lua "http://127.0.0.1:$MINI_PORT" >/dev/null
+  measure plaintext-wrk minihttp "$mini_pid" "$MINI_PORT" "$round"
+  stop_server "$mini_pid"
 
   echo "round $round/$RUNS: node baseline" >&2
   (cd "$here/.work/express" && PORT="$NODE_PORT" exec taskset -c "$SERVER_CPU" node server.js) \

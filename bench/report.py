@@ -77,7 +77,7 @@ def table(records_path):
     print("| scenario | server | req/s | p50 ms | p99 ms | errors | server CPU µs/req |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for scenario in scenarios:
-        for server in ("video-server", "node"):
+        for server in ("video-server", "minihttp", "node"):
             if (scenario, server) not in groups:
                 continue
             total_errors = sum(entry["errors"] for entry in groups[(scenario, server)])
@@ -104,6 +104,14 @@ def table(records_path):
         print(
             f"autocannon -c 1000: video-server token route at {seed / ceiling:.1%} of the req/s the "
             f"same autocannon reaches on its plain-text route ({seed:,.0f} vs {ceiling:,.0f})"
+        )
+    ours = median("plaintext-wrk", "video-server", "cpu_us_per_request")
+    mini = median("plaintext-wrk", "minihttp", "cpu_us_per_request")
+    if ours and mini:
+        print()
+        print(
+            f"plain text, CPU per request: video-server's HTTP layer {ours:.1f} µs vs may_minihttp "
+            f"{mini:.1f} µs ({ours / mini:.2f}×, wrk -c100)"
         )
     token = median("token-wrk", "video-server", "cpu_us_per_request")
     plain = median("plaintext-wrk", "video-server", "cpu_us_per_request")

@@ -79,7 +79,7 @@ pub struct Config {
 
     /// Views that may wait for the writer; past this, new views are dropped (and counted in
     /// /metrics) rather than slowing responses.
-    #[arg(long, env = "VIDEO_SERVER_VIEW_QUEUE", default_value_t = 65_536,
+    #[arg(long, env = "VIDEO_SERVER_VIEW_QUEUE", default_value_t = 262_144,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub view_queue: u32,
 

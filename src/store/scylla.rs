@@ -187,6 +187,24 @@ async fn connect_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
     Ok(session)
 }
 
+/// Prepares a write: idempotent (safe to retry), with the configured consistency and
+/// client-side timeout.
+async fn prepare_write(
+    session: &Session,
+    config: &ScyllaConfig,
+    cql: String,
+) -> Result<PreparedStatement, StoreError> {
+    let mut statement = session
+        .prepare(cql)
+        .await
+        .map_err(|error| error.to_string())
+        .map_err(remote("prepare", true))?;
+    statement.set_is_idempotent(true);
+    statement.set_consistency(config.write_consistency);
+    statement.set_request_timeout(Some(config.request_timeout));
+    Ok(statement)
+}
+
 fn execution(context: &'static str, error: &ExecutionError) -> StoreError {
     StoreError::Remote {
         context,
@@ -349,22 +367,14 @@ impl ScyllaViewStore {
     /// Connects (if not connected), creating the schema and preparing the statements.
     async fn connect(config: &ScyllaConfig) -> Result<Connected, StoreError> {
         let session = connect_session(config).await?;
-        let prepare = |cql: String| {
-            let session = &session;
-            async move {
-                let mut statement = session
-                    .prepare(cql)
-                    .await
-                    .map_err(|error| error.to_string())
-                    .map_err(remote("prepare", true))?;
-                statement.set_is_idempotent(true);
-                statement.set_consistency(config.write_consistency);
-                statement.set_request_timeout(Some(config.request_timeout));
-                Ok::<_, StoreError>(statement)
-            }
-        };
-        let insert_view = prepare(insert_view_cql(&config.keyspace, config.view_ttl)).await?;
-        let insert_rollup = prepare(insert_rollup_cql(&config.keyspace)).await?;
+        let insert_view = prepare_write(
+            &session,
+            config,
+            insert_view_cql(&config.keyspace, config.view_ttl),
+        )
+        .await?;
+        let insert_rollup =
+            prepare_write(&session, config, insert_rollup_cql(&config.keyspace)).await?;
         Ok(Connected {
             session: Arc::new(session),
             insert_view,
@@ -531,17 +541,9 @@ impl ScyllaCatalogStore {
             "INSERT INTO {}.videos (video_id, document) VALUES (?, ?)",
             self.config.keyspace
         );
-        let write_consistency = self.config.write_consistency;
-        let timeout = self.config.request_timeout;
+        let config = &self.config;
         self.runtime.block_on(async {
-            let mut insert = session
-                .prepare(cql)
-                .await
-                .map_err(|error| error.to_string())
-                .map_err(remote("prepare catalog insert", true))?;
-            insert.set_is_idempotent(true);
-            insert.set_consistency(write_consistency);
-            insert.set_request_timeout(Some(timeout));
+            let insert = prepare_write(&session, config, cql).await?;
             let mut document = Vec::with_capacity(512);
             for video in videos {
                 document.clear();

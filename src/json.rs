@@ -5,6 +5,8 @@
 //! primitives they need (string escaping, integers, the `{"error": …}` body every error
 //! response uses), so that every endpoint escapes the same way.
 
+use std::borrow::Cow;
+
 /// Bytes that must be escaped inside a JSON string: controls, `"` and `\`.
 #[inline]
 fn needs_escape(byte: u8) -> bool {
@@ -43,6 +45,20 @@ pub fn write_escaped(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&bytes[run_start..]);
 }
 
+/// Appends a string decoded from a JSON document, as JSON string content.
+///
+/// A borrowed string is the document's own bytes: serde_json borrows a string only when it
+/// holds no escape sequence, and it refuses raw control characters, so such a string
+/// contains nothing that needs escaping and is copied without a scan. An owned string
+/// (it had escapes, or was built elsewhere) is escaped.
+#[allow(clippy::ptr_arg)] // borrowed or owned is the information used
+pub fn write_decoded(out: &mut Vec<u8>, text: &Cow<'_, str>) {
+    match text {
+        Cow::Borrowed(verbatim) => out.extend_from_slice(verbatim.as_bytes()),
+        Cow::Owned(decoded) => write_escaped(out, decoded),
+    }
+}
+
 /// Appends `text` as a complete JSON string, quotes included.
 pub fn write_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
@@ -72,6 +88,20 @@ pub fn write_error(out: &mut Vec<u8>, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_strings_are_copied_when_borrowed_and_escaped_when_owned() {
+        let document = r#"["plain é", "quote \" and \\ and \n"]"#;
+        // A `&str` can only be deserialized by borrowing: the first string had no escapes.
+        let (verbatim, decoded): (&str, String) = serde_json::from_str(document).expect("valid");
+        let strings = [Cow::Borrowed(verbatim), Cow::Owned(decoded)];
+        let mut out = Vec::new();
+        write_decoded(&mut out, &strings[0]);
+        assert_eq!(out, "plain é".as_bytes());
+        out.clear();
+        write_decoded(&mut out, &strings[1]);
+        assert_eq!(out, br#"quote \" and \\ and \n"#);
+    }
 
     fn escaped(text: &str) -> String {
         let mut out = Vec::new();

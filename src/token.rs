@@ -8,6 +8,7 @@
 //!
 //! Keys are secrets: `Cdn`'s `Debug` output redacts them and no error message carries one.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,10 +65,12 @@ impl Cdn {
     }
 
     /// Appends the signed URL for `src` to `out`, as JSON string content (escaped, no
-    /// quotes): `{address}{src}?token={hex}`.
-    pub fn write_signed_url(&self, out: &mut Vec<u8>, src: &str) {
+    /// quotes): `{address}{src}?token={hex}`. `src` is a string decoded from the request
+    /// (see [`crate::json::write_decoded`]).
+    #[allow(clippy::ptr_arg)] // borrowed or owned is the information used
+    pub fn write_signed_url(&self, out: &mut Vec<u8>, src: &Cow<'_, str>) {
         crate::json::write_escaped(out, &self.address);
-        crate::json::write_escaped(out, src);
+        crate::json::write_decoded(out, src);
         out.extend_from_slice(b"?token=");
         write_token(out, self.scheme, src, &self.key);
     }
@@ -233,7 +236,7 @@ mod tests {
         );
         let cdn = Cdn::new("test", "http://www.cdn.com", "U5e0IskwtIfA");
         let mut url = Vec::new();
-        cdn.write_signed_url(&mut url, "/big_buck_bunny.mp4");
+        cdn.write_signed_url(&mut url, &Cow::Borrowed("/big_buck_bunny.mp4"));
         assert_eq!(
             url,
             b"http://www.cdn.com/big_buck_bunny.mp4?token=666906502bbc3550b95d561fa14af3ae"

@@ -64,6 +64,9 @@ pub struct SourcePayload<'a> {
 }
 
 /// A validated video document.
+///
+/// Its borrowed strings are verbatim JSON string contents (only the parser builds it), which
+/// [`VideoPayload::write_json`] copies back without escaping; see [`json::write_decoded`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoPayload<'a> {
     /// `_id`: the old service's MongoDB id, 24 hex digits, optional.
@@ -249,15 +252,15 @@ impl<'a> VideoPayload<'a> {
                 VideoField::Id => {
                     out.extend_from_slice(b"\"_id\":");
                     // `order` lists Id only when one was sent.
-                    json::write_string(out, self.id.as_deref().unwrap_or_default());
+                    write_decoded_string(out, self.id.as_ref().unwrap_or(&Cow::Borrowed("")));
                 }
                 VideoField::VideoId => {
                     out.extend_from_slice(b"\"videoId\":");
-                    json::write_string(out, &self.video_id);
+                    write_decoded_string(out, &self.video_id);
                 }
                 VideoField::Title => {
                     out.extend_from_slice(b"\"title\":");
-                    json::write_string(out, &self.title);
+                    write_decoded_string(out, &self.title);
                 }
                 VideoField::Sources => {
                     out.extend_from_slice(b"\"sources\":[");
@@ -287,7 +290,7 @@ impl SourcePayload<'_> {
                     out.extend_from_slice(b"\"src\":\"");
                     match signer {
                         Some(cdn) => cdn.write_signed_url(out, &self.src),
-                        None => json::write_escaped(out, &self.src),
+                        None => json::write_decoded(out, &self.src),
                     }
                     out.push(b'"');
                 }
@@ -297,12 +300,20 @@ impl SourcePayload<'_> {
                 }
                 SourceField::Type => {
                     out.extend_from_slice(b"\"type\":");
-                    json::write_string(out, &self.media_type);
+                    write_decoded_string(out, &self.media_type);
                 }
             }
         }
         out.push(b'}');
     }
+}
+
+/// A decoded string as a complete JSON string (see [`json::write_decoded`]).
+#[allow(clippy::ptr_arg)] // borrowed or owned is the information used
+fn write_decoded_string(out: &mut Vec<u8>, text: &Cow<'_, str>) {
+    out.push(b'"');
+    json::write_decoded(out, text);
+    out.push(b'"');
 }
 
 // ---- visitors ------------------------------------------------------------------------
@@ -716,6 +727,21 @@ mod tests {
         let mut out = Vec::new();
         video.write_json(&mut out, signer);
         serde_json::from_slice(&out).expect("rendering is valid JSON")
+    }
+
+    #[test]
+    fn escaped_strings_render_back_escaped_and_plain_ones_verbatim() {
+        let body = r#"{"video":{"videoId":"a\"b","title":"caf\u00e9 \\ \n tab\t",
+            "sources":[{"src":"/x\/y z.mp4","size":1,"type":"video/mp4"}]}}"#;
+        let video = parse_token_request(body.as_bytes()).expect("valid");
+        let json = rendered(&video, None);
+        assert_eq!(json["videoId"], "a\"b");
+        assert_eq!(json["title"], "café \\ \n tab\t");
+        assert_eq!(json["sources"][0]["src"], "/x/y z.mp4");
+        assert_eq!(json["sources"][0]["type"], "video/mp4");
+        let signed = rendered(&video, Some(&default_cdns()[0]));
+        let url = signed["sources"][0]["src"].as_str().expect("string");
+        assert!(url.contains("/x/y z.mp4?token="), "{url}");
     }
 
     #[test]

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS view_counts (
 
 const INSERT_VIEW: &str =
     "INSERT INTO views (video_id, client_ip, timestamp_ms) VALUES (?1, ?2, ?3)";
+/// Rows per multi-row view insert (3 parameters each, well under SQLite's 32,766).
+const VIEWS_PER_INSERT: usize = 64;
+static INSERT_VIEWS_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows = vec!["(?, ?, ?)"; VIEWS_PER_INSERT].join(", ");
+    format!("INSERT INTO views (video_id, client_ip, timestamp_ms) VALUES {rows}")
+});
 const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET views = views + excluded.views";
 const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
@@ -240,25 +246,28 @@ impl ViewStore for EmbeddedStore {
             .transaction()
             .map_err(sqlite("begin view batch"))?;
         {
-            let mut insert = transaction
+            // Whole chunks go through one multi-row INSERT (one statement step for
+            // VIEWS_PER_INSERT rows instead of one each); the remainder row by row.
+            let mut insert_many = transaction
+                .prepare_cached(&INSERT_VIEWS_MANY)
+                .map_err(sqlite("prepare view insert"))?;
+            let mut insert_one = transaction
                 .prepare_cached(INSERT_VIEW)
                 .map_err(sqlite("prepare view insert"))?;
             let mut ip_text = String::with_capacity(48);
-            for view in views {
-                use std::fmt::Write;
-                ip_text.clear();
-                // Writing to a String cannot fail.
-                let _ = write!(ip_text, "{}", view.client_ip);
-                let video_id = view.video.video_id();
-                insert
-                    .execute(params![video_id, ip_text.as_str(), view.timestamp_ms])
-                    .map_err(sqlite("insert view"))?;
-                match counts.get_mut(video_id) {
-                    Some(count) => *count += 1,
-                    None => {
-                        counts.insert(video_id.into(), 1);
-                    }
-                }
+            let (whole, rest) = views.split_at(views.len() - views.len() % VIEWS_PER_INSERT);
+            for chunk in whole.chunks_exact(VIEWS_PER_INSERT) {
+                bind_views(&mut insert_many, chunk, &mut ip_text, counts)?;
+                insert_many.raw_execute().map_err(sqlite("insert views"))?;
+            }
+            for view in rest {
+                bind_views(
+                    &mut insert_one,
+                    std::slice::from_ref(view),
+                    &mut ip_text,
+                    counts,
+                )?;
+                insert_one.raw_execute().map_err(sqlite("insert view"))?;
             }
             let mut add_count = transaction
                 .prepare_cached(ADD_VIEW_COUNT)
@@ -271,6 +280,37 @@ impl ViewStore for EmbeddedStore {
         }
         transaction.commit().map_err(sqlite("commit view batch"))
     }
+}
+
+/// Binds `views` as consecutive `(video_id, client_ip, timestamp_ms)` rows of `statement`
+/// and counts them per video.
+fn bind_views(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    views: &[ViewEvent],
+    ip_text: &mut String,
+    counts: &mut HashMap<Box<str>, i64>,
+) -> Result<(), StoreError> {
+    use std::fmt::Write;
+    for (row, view) in views.iter().enumerate() {
+        ip_text.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(ip_text, "{}", view.client_ip);
+        let video_id = view.video.video_id();
+        // rusqlite copies bound text (SQLITE_TRANSIENT), so ip_text can be reused at once.
+        let first = row * 3 + 1;
+        statement
+            .raw_bind_parameter(first, video_id)
+            .and_then(|()| statement.raw_bind_parameter(first + 1, ip_text.as_str()))
+            .and_then(|()| statement.raw_bind_parameter(first + 2, view.timestamp_ms))
+            .map_err(sqlite("bind view"))?;
+        match counts.get_mut(video_id) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(video_id.into(), 1);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,6 +340,43 @@ mod tests {
         assert_eq!(store.view_rows("12345").expect("rows"), 4);
         let catalog = store.load_catalog().expect("catalog");
         assert_eq!(catalog.get("12345").expect("video").persisted_views(), 4);
+    }
+
+    #[test]
+    fn batches_spanning_multi_row_inserts_keep_every_row_and_value() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.seed_if_empty().expect("seed");
+        let catalog = store.load_catalog().expect("catalog");
+        let entry = catalog.get("12345").expect("seeded video");
+        // Two whole multi-row inserts and a remainder of 5 single-row ones.
+        let total = 2 * VIEWS_PER_INSERT + 5;
+        let views: Vec<ViewEvent> = (0..total)
+            .map(|index| {
+                let mut view = ViewEvent::now(
+                    Arc::clone(entry),
+                    IpAddr::from([10, 0, (index / 256) as u8, (index % 256) as u8]),
+                );
+                view.timestamp_ms = 1_000 + index as i64;
+                view
+            })
+            .collect();
+        store.write_views(&views).expect("write");
+        assert_eq!(store.view_count("12345").expect("count"), total as u64);
+        let rows: Vec<(String, String, i64)> = store
+            .connection
+            .prepare("SELECT video_id, client_ip, timestamp_ms FROM views ORDER BY timestamp_ms")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows.len(), total);
+        for (index, (video_id, ip, timestamp)) in rows.iter().enumerate() {
+            assert_eq!(video_id, "12345");
+            assert_eq!(ip, &format!("10.0.{}.{}", index / 256, index % 256));
+            assert_eq!(*timestamp, 1_000 + index as i64);
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 
 Starts the release binary pinned to CPU 1, opens COUNT connections that each send one
 GET /video/12345 and then sit idle, checks every response, and prints the server's resident
-memory (VmRSS from /proc) before and after. Standard library only.
+memory (VmRSS from /proc) before and after, also as one `IDLE_JSON {…}` line for
+bench/run.sh. Standard library only.
 """
 
+import json
 import os
 import resource
 import shutil
@@ -63,6 +65,10 @@ def main():
         print(f"{answered} of {count} connections answered 200 and held open idle")
         print(f"server resident memory: {before / 1024:.0f} MiB idle, {after / 1024:.0f} MiB "
               f"with {count} connections ({(after - before) / count:.1f} KiB per connection)")
+        print("IDLE_JSON " + json.dumps({
+            "kind": "idle", "connections": count, "answered": answered,
+            "rss_before_mib": before / 1024, "rss_after_mib": after / 1024,
+            "kib_per_connection": (after - before) / count}))
         for connection in sockets:
             connection.close()
     finally:

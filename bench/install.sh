@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need, idempotently:
 #   wrk         from Debian's packages
+#   gnuplot     from Debian's packages (gnuplot-nox), for the plots of bench/run.sh
 #   autocannon  from npm, pinned in bench/package-lock.json
 #   baseline    the Node/Express baseline (../shared/baseline/express), copied to
 #               bench/.work/express so that `npm ci` never writes into shared/
-# Usage: bench/install.sh [wrk] [autocannon] [baseline]   (no argument: all three)
+# Usage: bench/install.sh [wrk] [gnuplot] [autocannon] [baseline]   (no argument: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=(wrk autocannon baseline)
+[ ${#wanted[@]} -eq 0 ] && wanted=(wrk gnuplot autocannon baseline)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -17,11 +18,13 @@ as_root() {
 
 for tool in "${wanted[@]}"; do
   case "$tool" in
-    wrk)
-      if ! command -v wrk >/dev/null 2>&1; then
-        echo "installing wrk (Debian package)" >&2
+    wrk | gnuplot)
+      if ! command -v "$tool" >/dev/null 2>&1; then
+        package="$tool"
+        [ "$tool" = gnuplot ] && package=gnuplot-nox
+        echo "installing $package (Debian package)" >&2
         as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
       fi
       ;;
     autocannon)
@@ -46,7 +49,7 @@ for tool in "${wanted[@]}"; do
       fi
       ;;
     *)
-      echo "unknown tool: $tool (expected wrk, autocannon or baseline)" >&2
+      echo "unknown tool: $tool (expected wrk, gnuplot, autocannon or baseline)" >&2
       exit 2
       ;;
   esac

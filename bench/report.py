@@ -1,136 +1,416 @@
 #!/usr/bin/env python3
-"""Turns raw load-generator output into records, and records into the comparison table.
+"""The bookkeeping of bench/run.sh: raw tool outputs in, records, tables and plots out.
 
-    report.py record SCENARIO SERVER ROUND RAW_FILE CPU_TICKS CLK_TCK   -> one JSON line
-    report.py table RECORDS.jsonl                                         -> Markdown table
+    report.py body N                       a token request body with N sources
+    report.py record --scenario … --raw F  one JSON record from one tool run
+    report.py views --round R --metrics F  the view counters after a GET run
+    report.py report --records F --out D   performance.md, plot data and gnuplot scripts
+    report.py readme --section F --readme README.md   replace the README's section
 
-Used by bench/compare.sh; standard library only.
+Records are JSON lines; every figure in performance.md is a median over the rounds of
+the run. Standard library only.
 """
 
+import argparse
+import datetime
 import json
+import re
 import statistics
 import sys
+
+# ---- inputs -------------------------------------------------------------------------
+
+
+def token_body(sources):
+    """The contract's body, with `sources` sources (sizes and names vary)."""
+    return json.dumps({
+        "video": {
+            "_id": "6213a7299fa2604f1b188ee0",
+            "videoId": "12345",
+            "title": "Big Buck Bunny",
+            "sources": [
+                {"src": f"/Big_Buck_Bunny_{index}_surround_FrostWire.com.mp4",
+                 "size": 240 + index, "type": "video/mp4"}
+                for index in range(sources)
+            ],
+        }
+    }, separators=(",", ":"))
 
 
 def parse_wrk(text):
     for line in text.splitlines():
         if line.startswith("WRK_JSON "):
             data = json.loads(line[len("WRK_JSON "):])
-            errors = sum(data[key] for key in data if key.startswith("errors_"))
             return {
                 "requests": data["requests"],
                 "seconds": data["duration_us"] / 1e6,
                 "p50_ms": data["p50_us"] / 1000,
                 "p99_ms": data["p99_us"] / 1000,
-                "errors": errors,
+                "errors": sum(data[key] for key in data if key.startswith("errors_")),
             }
     raise SystemExit("no WRK_JSON line in wrk output:\n" + text)
 
 
-def parse_autocannon(text):
-    data = json.loads(text)
-    errors = data.get("errors", 0) + data.get("timeouts", 0) + data.get("non2xx", 0)
+def parse_autocannon(data):
     return {
         "requests": data["requests"]["total"],
         "seconds": data["duration"],
         "p50_ms": data["latency"]["p50"],
         "p99_ms": data["latency"]["p99"],
-        "errors": errors,
+        "errors": data.get("errors", 0) + data.get("timeouts", 0) + data.get("non2xx", 0),
     }
 
 
-def record(scenario, server, round_number, raw_path, cpu_ticks, clock_ticks):
-    with open(raw_path, encoding="utf-8") as raw:
+def parse_openloop(data):
+    bad_status = sum(count for status, count in data["statuses"].items() if status != "200")
+    latency = data["latency_ms"]
+    return {
+        "requests": data["completed"],
+        "seconds": data["duration_s"],
+        "p50_ms": latency["p50"],
+        "p99_ms": latency["p99"],
+        "p999_ms": latency["p99.9"],
+        "max_ms": latency["max"],
+        "target_rate": data["target_rate"],
+        "curve": data["latency_curve_ms"],
+        "send_lag_p99_ms": data["send_lag_ms"]["p99"],
+        "errors": data["errors"] + data["unanswered"] + bad_status,
+    }
+
+
+def record(args):
+    with open(args.raw, encoding="utf-8") as raw:
         text = raw.read()
-    result = parse_autocannon(text) if "autocannon" in scenario else parse_wrk(text)
-    cpu_seconds = int(cpu_ticks) / int(clock_ticks)
-    requests = max(result["requests"], 1)
+    if args.scenario.endswith("-wrk"):
+        result = parse_wrk(text)
+    elif args.scenario.endswith("-autocannon"):
+        result = parse_autocannon(json.loads(text))
+    elif args.scenario.endswith("-openloop"):
+        result = parse_openloop(json.loads(text))
+    else:
+        raise SystemExit(f"unknown scenario {args.scenario}")
+    if args.requests is not None:
+        # Only a steady window was measured: its own request count and length.
+        result.update(requests=args.requests, seconds=args.seconds)
+    cpu_seconds = args.cpu_ticks / args.clock_ticks
+    steal_seconds = args.steal_ticks / args.clock_ticks
     result.update(
-        scenario=scenario,
-        server=server,
-        round=int(round_number),
+        kind="load",
+        scenario=args.scenario,
+        server=args.server,
+        round=args.round,
+        param=int(args.param) if args.param else None,
         rps=result["requests"] / result["seconds"],
-        cpu_us_per_request=cpu_seconds * 1e6 / requests,
+        cpu_us_per_request=cpu_seconds * 1e6 / max(result["requests"], 1),
         cpu_seconds=cpu_seconds,
+        writer_cpu_us_per_request=args.writer_ticks / args.clock_ticks * 1e6
+        / max(result["requests"], 1),
+        steal_pct=100 * steal_seconds / (args.wall_seconds * args.cpus),
     )
     print(json.dumps(result))
 
 
-def table(records_path):
-    with open(records_path, encoding="utf-8") as records_file:
-        records = [json.loads(line) for line in records_file if line.strip()]
-    groups = {}
-    for entry in records:
-        groups.setdefault((entry["scenario"], entry["server"]), []).append(entry)
+def views(args):
+    counters = {}
+    with open(args.metrics, encoding="utf-8") as metrics:
+        for line in metrics:
+            match = re.match(r"^views_(\w+?)(?:_total)? (\d+)$", line.strip())
+            if match:
+                counters[match.group(1)] = int(match.group(2))
+    print(json.dumps({"kind": "views", "round": args.round, **counters}))
 
-    def median(scenario, server, key):
-        entries = groups.get((scenario, server))
-        if not entries:
-            return None
-        return statistics.median(entry[key] for entry in entries)
 
-    scenarios = []
-    for entry in records:
-        if entry["scenario"] not in scenarios:
-            scenarios.append(entry["scenario"])
+# ---- the report ---------------------------------------------------------------------
 
-    print("| scenario | server | req/s | p50 ms | p99 ms | errors | server CPU µs/req |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for scenario in scenarios:
-        for server in ("video-server", "minihttp", "node"):
-            if (scenario, server) not in groups:
-                continue
-            total_errors = sum(entry["errors"] for entry in groups[(scenario, server)])
-            print(
-                f"| {scenario} | {server} | {median(scenario, server, 'rps'):,.0f} "
-                f"| {median(scenario, server, 'p50_ms'):.2f} | {median(scenario, server, 'p99_ms'):.2f} "
-                f"| {total_errors} | {median(scenario, server, 'cpu_us_per_request'):.1f} |"
-            )
-    print()
-    print("| scenario | req/s ratio (video-server / node) | CPU per request ratio (node / video-server) |")
-    print("| --- | ---: | ---: |")
-    for scenario in scenarios:
-        ours_rps = median(scenario, "video-server", "rps")
-        node_rps = median(scenario, "node", "rps")
-        ours_cpu = median(scenario, "video-server", "cpu_us_per_request")
-        node_cpu = median(scenario, "node", "cpu_us_per_request")
-        if None in (ours_rps, node_rps, ours_cpu, node_cpu):
-            continue
-        print(f"| {scenario} | {ours_rps / node_rps:.1f}× | {node_cpu / max(ours_cpu, 1e-9):.1f}× |")
-    seed = median("token-autocannon", "video-server", "rps")
-    ceiling = median("plaintext-autocannon", "video-server", "rps")
-    if seed and ceiling:
-        print()
-        print(
-            f"autocannon -c 1000: video-server token route at {seed / ceiling:.1%} of the req/s the "
-            f"same autocannon reaches on its plain-text route ({seed:,.0f} vs {ceiling:,.0f})"
-        )
-    ours = median("plaintext-wrk", "video-server", "cpu_us_per_request")
-    mini = median("plaintext-wrk", "minihttp", "cpu_us_per_request")
-    if ours and mini:
-        print()
-        print(
-            f"plain text, CPU per request: video-server's HTTP layer {ours:.1f} µs vs may_minihttp "
-            f"{mini:.1f} µs ({ours / mini:.2f}×, wrk -c100)"
-        )
-    token = median("token-wrk", "video-server", "cpu_us_per_request")
-    plain = median("plaintext-wrk", "video-server", "cpu_us_per_request")
+
+class Records:
+    def __init__(self, path):
+        with open(path, encoding="utf-8") as lines:
+            self.all = [json.loads(line) for line in lines if line.strip()]
+
+    def load(self, scenario, server, param=None):
+        return [r for r in self.all if r.get("kind") == "load" and r["scenario"] == scenario
+                and r["server"] == server and (param is None or r["param"] == param)]
+
+    def median(self, key, scenario, server, param=None):
+        entries = self.load(scenario, server, param)
+        return statistics.median(r[key] for r in entries) if entries else None
+
+    def params(self, scenario, server="video-server"):
+        return sorted({r["param"] for r in self.load(scenario, server)})
+
+    def of_kind(self, kind):
+        return [r for r in self.all if r.get("kind") == kind]
+
+
+def fmt(value, digits=1, suffix=""):
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def verdict(met):
+    return "met" if met else "**missed**"
+
+
+def fit_line(points):
+    """Least squares y = a + b x; returns a, b, r²."""
+    xs, ys = zip(*points)
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    slope = sxy / sxx
+    intercept = mean_y - slope * mean_x
+    total = sum((y - mean_y) ** 2 for y in ys)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+    return intercept, slope, 1 - residual / total if total else 1.0
+
+
+def report(args):
+    rec = Records(args.records)
+    m = rec.median
+    rate = max(rec.params("plaintext-openloop") or [0])
+    node_rate = min(rec.params("token-openloop", "node") or [0])
+    rounds = len({r["round"] for r in rec.of_kind("load")})
+    lines = []
+    say = lines.append
+
+    token = m("cpu_us_per_request", "token-wrk", "video-server")
+    plain = m("cpu_us_per_request", "plaintext-wrk", "video-server")
+    mini = m("cpu_us_per_request", "plaintext-wrk", "minihttp")
+    node_token = m("cpu_us_per_request", "token-wrk", "node")
+    video = m("cpu_us_per_request", "video-wrk", "video-server")
+    video_writer = m("writer_cpu_us_per_request", "video-wrk", "video-server")
+    seed = m("rps", "token-autocannon", "video-server")
+    seed_plain = m("rps", "plaintext-autocannon", "video-server")
+    seed_errors = sum(r["errors"] for r in rec.load("token-autocannon", "video-server"))
+    fixed = m("p99_ms", "token-openloop", "video-server", rate)
+    fixed_plain = m("p99_ms", "plaintext-openloop", "video-server", rate)
+    fixed_steal = m("steal_pct", "token-openloop", "video-server", rate)
+    fixed_mini = m("p99_ms", "plaintext-openloop", "minihttp", rate)
+    view_rounds = rec.of_kind("views")
+    views_ok = bool(view_rounds) and all(
+        v.get("dropped", 1) == 0 and v.get("accepted") == v.get("persisted") for v in view_rounds)
+    idle = (rec.of_kind("idle") or [None])[0]
+    sources = [(n, m("cpu_us_per_request", "sources-wrk", "video-server", n))
+               for n in rec.params("sources-wrk")]
+    conns = [(n, m("cpu_us_per_request", "connections-wrk", "video-server", n))
+             for n in rec.params("connections-wrk")]
+
+    say(f"Generated by `bench/run.sh` on {args.date}, {args.machine}; {args.settings}. "
+        f"Servers pinned to one CPU, load generators to the other (`taskset`); every figure "
+        f"is the median of {rounds} rounds. Raw outputs: `{args.run_dir}/` (not committed; "
+        f"rerun to reproduce).")
+    say("")
+    say("### Targets")
+    say("")
+    say("| target | goal | measured | |")
+    say("| --- | --- | --- | --- |")
+    if token is not None:
+        say(f"| `POST /video/token` server CPU per request (wrk -c100) | ≤ 8 µs | {fmt(token)} µs "
+            f"| {verdict(token <= 8)} |")
     if token and plain:
-        print()
-        print(
-            f"video-server token CPU per request / its own plain-text route: {token / plain:.2f}× "
-            f"({token:.1f} µs vs {plain:.1f} µs, wrk -c100)"
-        )
+        say(f"| token CPU / same binary's plain-text CPU | ≤ 1.3× | {token / plain:.2f}× "
+            f"({fmt(token)} / {fmt(plain)} µs) | {verdict(token / plain <= 1.3)} |")
+    if token and node_token:
+        say(f"| Node baseline CPU / ours, token route | ≥ 25× | {node_token / token:.1f}× "
+            f"({fmt(node_token)} / {fmt(token)} µs) | {verdict(node_token / token >= 25)} |")
+    if video is not None:
+        say(f"| `GET /video/:id` CPU per request, batch writer included | ≤ 6 µs | "
+            f"{fmt(video)} µs (batch writer: {fmt(video_writer)} µs of it) "
+            f"| {verdict(video <= 6)} |")
+        accepted = sum(v.get("accepted", 0) for v in view_rounds)
+        dropped = sum(v.get("dropped", 0) for v in view_rounds)
+        say(f"| views persisted at the request rate | none dropped | {accepted:,} accepted, "
+            f"{sum(v.get('persisted', 0) for v in view_rounds):,} persisted, {dropped:,} dropped "
+            f"| {verdict(views_ok)} |")
+    if seed and seed_plain:
+        say(f"| seed autocannon (-c 1000 -p 1): token req/s vs plain-text req/s | ≥ 95 %, "
+            f"no errors | {seed / seed_plain:.1%} ({fmt(seed, 0)} vs {fmt(seed_plain, 0)}), "
+            f"{seed_errors} errors | {verdict(seed / seed_plain >= 0.95 and seed_errors == 0)} |")
+    if fixed is not None:
+        say(f"| p99 at a fixed {rate:,} req/s (token, openloop) | ≤ 2 ms | {fmt(fixed, 2)} ms "
+            f"(same binary's plain text: {fmt(fixed_plain, 2)} ms; may_minihttp plain text: "
+            f"{fmt(fixed_mini, 2)} ms; steal {fmt(fixed_steal)} %) "
+            f"| {verdict(fixed <= 2)} |")
+    if idle:
+        say(f"| {idle['connections']:,} idle keep-alive connections | ≤ 400 MB resident | "
+            f"{idle['rss_after_mib']:.0f} MiB ({idle['kib_per_connection']:.1f} KiB each, "
+            f"{idle['answered']:,} answered) | {verdict(idle['rss_after_mib'] * 1.048576 <= 400)} |")
+    if len(sources) >= 3 and all(cpu for _, cpu in sources):
+        intercept, slope, r2 = fit_line(sources)
+        say(f"| CPU per request vs sources {sources[0][0]}→{sources[-1][0]} | linear, small "
+            f"constant | {fmt(sources[0][1])} → {fmt(sources[-1][1])} µs; fit "
+            f"{intercept:.1f} µs + {slope:.2f} µs/source, r² {r2:.3f} | {verdict(r2 >= 0.98)} |")
+    if len(conns) >= 2 and all(cpu for _, cpu in conns):
+        low, high = min(c for _, c in conns), max(c for _, c in conns)
+        say(f"| CPU per request vs connections {conns[0][0]:,}→{conns[-1][0]:,} | flat | "
+            + ", ".join(f"{n:,}: {fmt(c)}" for n, c in conns)
+            + f" µs (max/min {high / low:.2f}) | {verdict(high / low <= 1.5)} |")
+    say("")
+
+    say("### Side by side (closed loop)")
+    say("")
+    say("| scenario | server | req/s | p50 ms | p99 ms | errors | server CPU µs/req | steal % |")
+    say("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for scenario in ("token-autocannon", "plaintext-autocannon", "token-wrk", "video-wrk",
+                     "plaintext-wrk"):
+        for server in ("video-server", "minihttp", "node"):
+            entries = rec.load(scenario, server)
+            if not entries:
+                continue
+            say(f"| {scenario} | {server} | {fmt(m('rps', scenario, server), 0)} "
+                f"| {fmt(m('p50_ms', scenario, server), 2)} | {fmt(m('p99_ms', scenario, server), 2)} "
+                f"| {sum(r['errors'] for r in entries)} "
+                f"| {fmt(m('cpu_us_per_request', scenario, server))} "
+                f"| {fmt(m('steal_pct', scenario, server))} |")
+    say("")
+    if plain and mini:
+        say(f"Plain text, CPU per request: video-server's HTTP layer {fmt(plain)} µs, "
+            f"may_minihttp {fmt(mini)} µs ({plain / mini:.2f}×).")
+        say("")
+
+    say(f"### Latency at a fixed rate (openloop, 100 connections, from the scheduled send time)")
+    say("")
+    say("| route | server | target req/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms "
+        "| generator lag p99 ms | steal % | errors |")
+    say("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for scenario in ("token-openloop", "video-openloop", "plaintext-openloop"):
+        for server in ("video-server", "minihttp", "node"):
+            for param in rec.params(scenario, server):
+                entries = rec.load(scenario, server, param)
+                say(f"| {scenario.split('-')[0]} | {server} | {param:,} "
+                    f"| {fmt(m('rps', scenario, server, param), 0)} | "
+                    + " | ".join(fmt(m(key, scenario, server, param), 2) for key in
+                                 ("p50_ms", "p99_ms", "p999_ms", "max_ms", "send_lag_p99_ms"))
+                    + f" | {fmt(m('steal_pct', scenario, server, param))} "
+                    f"| {sum(r['errors'] for r in entries)} |")
+    say("")
+    say("![Latency percentiles](bench/plots/latency-percentiles.svg)")
+    say("")
+
+    say("### How cost grows")
+    say("")
+    say("| sources per video | " + " | ".join(str(n) for n, _ in sources) + " |")
+    say("| --- |" + " ---: |" * len(sources))
+    say("| server CPU µs/req | " + " | ".join(fmt(c) for _, c in sources) + " |")
+    say("")
+    say("| connections | " + " | ".join(f"{n:,}" for n, _ in conns) + " |")
+    say("| --- |" + " ---: |" * len(conns))
+    say("| server CPU µs/req (token) | " + " | ".join(fmt(c) for _, c in conns) + " |")
+    say("| req/s | " + " | ".join(fmt(m("rps", "connections-wrk", "video-server", n), 0)
+                                 for n, _ in conns) + " |")
+    say("")
+    say("![CPU per request vs sources](bench/plots/cpu-vs-sources.svg) "
+        "![CPU per request vs connections](bench/plots/cpu-vs-connections.svg)")
+
+    with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
+        section.write("\n".join(lines) + "\n")
+    write_plots(rec, args.out, rate, node_rate, sources, conns)
 
 
-def main(argv):
-    if len(argv) >= 2 and argv[1] == "record" and len(argv) == 8:
-        record(*argv[2:])
-    elif len(argv) == 3 and argv[1] == "table":
-        table(argv[2])
+def median_round(entries, key):
+    """The entry whose `key` is the median (the lower middle for an even count)."""
+    ordered = sorted(entries, key=lambda r: r[key])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def write_plots(rec, out, rate, node_rate, sources, conns):
+    series = [
+        ("token-openloop", "video-server", rate, f"video-server token, {rate:,} req/s"),
+        ("plaintext-openloop", "video-server", rate, f"video-server plain text, {rate:,} req/s"),
+        ("plaintext-openloop", "minihttp", rate, f"may_minihttp plain text, {rate:,} req/s"),
+        ("token-openloop", "video-server", node_rate, f"video-server token, {node_rate:,} req/s"),
+        ("token-openloop", "node", node_rate, f"Node baseline token, {node_rate:,} req/s"),
+    ]
+    plots = []
+    for index, (scenario, server, param, title) in enumerate(series):
+        entries = rec.load(scenario, server, param)
+        if not entries:
+            continue
+        curve = median_round(entries, "p99_ms")["curve"]
+        with open(f"{out}/latency-{index}.dat", "w", encoding="utf-8") as data:
+            for percentile, value in curve:
+                if percentile < 100:
+                    data.write(f"{1 / (1 - percentile / 100):.6g} {max(value, 0.001)}\n")
+        plots.append(f"'latency-{index}.dat' using 1:2 with linespoints title '{title}'")
+    common = ("set terminal svg size 640,400 dynamic font 'sans,11'\n"
+              "set grid\nset key top left\n")
+    if plots:
+        with open(f"{out}/latency.gp", "w", encoding="utf-8") as script:
+            script.write(common + "set output 'latency-percentiles.svg'\n"
+                         "set title 'Latency by percentile, from the scheduled send time (median round)'\n"
+                         "set logscale xy\nset xlabel 'percentile'\nset ylabel 'latency (ms)'\n"
+                         "set xtics ('p50' 2, 'p90' 10, 'p99' 100, 'p99.9' 1000, 'p99.99' 10000)\n"
+                         "plot " + ", \\\n     ".join(plots) + "\n")
+    for name, points, label, logx in (
+            ("cpu-vs-sources", sources, "sources per video (POST /video/token)", False),
+            ("cpu-vs-connections", conns, "connections (POST /video/token, wrk)", True)):
+        if not points:
+            continue
+        with open(f"{out}/{name}.dat", "w", encoding="utf-8") as data:
+            for x, y in points:
+                data.write(f"{x} {y}\n")
+        with open(f"{out}/{name}.gp", "w", encoding="utf-8") as script:
+            script.write(common + f"set output '{name}.svg'\n"
+                         f"set title 'Server CPU per request (median of rounds)'\n"
+                         f"set xlabel '{label}'\nset ylabel 'CPU µs per request'\n"
+                         + ("set logscale x\n" if logx else "")
+                         + "set yrange [0:*]\n"
+                         f"plot '{name}.dat' using 1:2 with linespoints title 'video-server'\n")
+
+
+def readme(args):
+    with open(args.section, encoding="utf-8") as section:
+        body = section.read()
+    with open(args.readme, encoding="utf-8") as readme_file:
+        text = readme_file.read()
+    begin, end = "<!-- performance:begin -->", "<!-- performance:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{args.readme} has no {begin} … {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(args.readme, "w", encoding="utf-8") as readme_file:
+        readme_file.write(head + begin + "\n" + body + end + tail)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    body = commands.add_parser("body")
+    body.add_argument("sources", type=int)
+    rec = commands.add_parser("record")
+    for name in ("scenario", "server", "raw", "param"):
+        rec.add_argument(f"--{name}", required=name != "param", default="")
+    for name in ("round", "cpu-ticks", "writer-ticks", "steal-ticks", "clock-ticks", "cpus"):
+        rec.add_argument(f"--{name}", type=int, required=True)
+    rec.add_argument("--wall-seconds", type=float, required=True)
+    rec.add_argument("--requests", type=int)
+    rec.add_argument("--seconds", type=float)
+    view = commands.add_parser("views")
+    view.add_argument("--round", type=int, required=True)
+    view.add_argument("--metrics", required=True)
+    rep = commands.add_parser("report")
+    for name in ("records", "out", "machine", "settings", "run-dir"):
+        rep.add_argument(f"--{name}", required=True)
+    rep.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc)
+                     .strftime("%Y-%m-%d %H:%M UTC"))
+    readme_cmd = commands.add_parser("readme")
+    readme_cmd.add_argument("--section", required=True)
+    readme_cmd.add_argument("--readme", required=True)
+    args = parser.parse_args()
+    if args.command == "body":
+        print(token_body(args.sources))
+    elif args.command == "record":
+        record(args)
+    elif args.command == "views":
+        views(args)
+    elif args.command == "report":
+        report(args)
     else:
-        raise SystemExit(__doc__)
+        readme(args)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

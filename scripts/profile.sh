@@ -57,8 +57,9 @@ wait "$wrk_pid"
 
 perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
 inferno-flamegraph --title "video-server $scenario (wrk -c100)" <"$out/stacks.folded" >"$out/flamegraph.svg"
+# awk, not grep | head: head closing the pipe early would fail the script under pipefail.
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-  grep -E '^ +[0-9]' | head -30 >"$out/top.txt"
+  awk '/^ +[0-9]/ && shown++ < 30' >"$out/top.txt"
 echo "flamegraph: $out/flamegraph.svg" >&2
 echo "top symbols (self time):" >&2
 cat "$out/top.txt"

@@ -1,5 +1,5 @@
 -- Shared by the wrk scripts: prints one machine-readable summary line that
--- bench/compare.sh parses (latencies in microseconds).
+-- bench/report.py parses (latencies in microseconds).
 function done(summary, latency, requests)
   local errors = summary.errors
   io.write(string.format(

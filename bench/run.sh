@@ -56,6 +56,7 @@ VS_PORT="${VS_PORT:-3902}"
 NODE_PORT="${NODE_PORT:-3903}"
 MINI_PORT="${MINI_PORT:-3907}"
 
+started_at="$(date -u '+%Y-%m-%d %H:%M UTC')"
 out="$here/results/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out/bodies"
 records="$out/records.jsonl"
@@ -242,7 +243,7 @@ grep '^IDLE_JSON ' "$out/idle.txt" | sed 's/^IDLE_JSON //' >>"$records"
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'))"
 python3 "$here/report.py" report --records "$records" --out "$out" --machine "$machine" \
   --settings "RUNS=$RUNS DURATION=$DURATION SWEEP_DURATION=$SWEEP_DURATION RATE=$RATE NODE_RATE=$NODE_RATE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU" \
-  --run-dir "bench/results/$(basename "$out")"
+  --run-dir "bench/results/$(basename "$out")" --date "$started_at"
 for plot in "$out"/*.gp; do
   (cd "$out" && gnuplot "$(basename "$plot")")
 done

@@ -6,7 +6,9 @@
 # Builds the `profiling` profile (release code with symbols), starts the server pinned to
 # SERVER_CPU, drives it with wrk pinned to LOAD_CPU, records it with `perf record -g`
 # (software cpu-clock sampling where the machine has no hardware counters), and writes
-# bench/results/profile-<scenario>-<time>/{perf.data,flamegraph.svg,top.txt}.
+# bench/results/profile-<scenario>-<time>/{perf.data,flamegraph.svg,top.txt,summary.txt}:
+# top.txt lists the hottest symbols, summary.txt the shares of the costs we act on
+# (kernel send/receive, JSON parsing, hashing, the runtime; scripts/profile_summary.py).
 # Installs what it needs: linux-perf and wrk (Debian), inferno (crates.io).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -60,6 +62,9 @@ inferno-flamegraph --title "video-server $scenario (wrk -c100)" <"$out/stacks.fo
 # awk, not grep | head: head closing the pipe early would fail the script under pipefail.
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
   awk '/^ +[0-9]/ && shown++ < 30' >"$out/top.txt"
+python3 "$here/profile_summary.py" "$out/stacks.folded" >"$out/summary.txt"
 echo "flamegraph: $out/flamegraph.svg" >&2
+echo "costs by group (summary.txt):" >&2
+cat "$out/summary.txt"
 echo "top symbols (self time):" >&2
 cat "$out/top.txt"

@@ -88,7 +88,12 @@ impl App {
         }
         let mut refresher = None;
         let catalog = match config.store {
-            StoreKind::Embedded => store.load_catalog()?.shared(),
+            StoreKind::Embedded => {
+                let catalog = store.load_catalog()?.shared();
+                // `video-server import` from another process shows up without a restart.
+                store.serve_catalog(Arc::clone(&catalog))?;
+                catalog
+            }
             StoreKind::Scylla => {
                 let mut remote =
                     ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;

@@ -226,3 +226,53 @@ fn import_subcommand_loads_videos_into_the_embedded_store() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("catalog[0].title is required"));
 }
+
+#[test]
+fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_survive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = Server::start_in(&data, &[]);
+    for _ in 0..3 {
+        assert_eq!(server.get("/video/12345").status, 200);
+    }
+    assert_eq!(server.wait_for_views("12345", 3), 3);
+    assert_eq!(server.get("/video/tears").status, 404);
+
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"videoId":"tears","title":"Tears of Steel","sources":[]},
+            {"videoId":"12345","title":"Renamed","sources":[]}]"#,
+    )
+    .expect("write catalog");
+    let output = run(
+        &[
+            "import",
+            catalog.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The writer checks for changes about once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.get("/video/tears").status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the imported video never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
+    // That GET of /video/tears was a view too; the count of 12345 carried over the reload,
+    // and views recorded after it still count.
+    assert_eq!(server.get("/video/12345").json()["title"], "Renamed");
+    assert_eq!(server.wait_for_views("12345", 4), 4);
+    assert!(server.log().contains("catalog changed on disk; reloaded"));
+}

@@ -7,6 +7,10 @@
 //! - `view_counts`: views per video, advanced in the same transaction as the inserts, so
 //!   counts are exact and reading them at start does not scan `views`.
 //!
+//! The store also keeps the served catalog current: the batch writer owns it and, between
+//! batches, notices through `PRAGMA data_version` that another process (a `video-server
+//! import`) committed, reloads the catalog with its committed counts and swaps it in.
+//!
 //! Each batch is one transaction with a cached prepared insert: SQLite's cost is per commit
 //! (one WAL append and, with `synchronous = FULL`, one fsync), so a thousand views cost
 //! barely more than one. `FULL` makes a committed batch survive power loss, not just a
@@ -14,11 +18,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{StoreError, ViewStore};
-use crate::video::{self, Catalog, VideoPayload, SEED_VIDEO_JSON};
+use crate::video::{self, Catalog, SharedCatalog, VideoPayload, SEED_VIDEO_JSON};
 use crate::views::ViewEvent;
 
 /// The database file's name inside `--data-dir`.
@@ -55,12 +60,30 @@ const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (
 const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET document = excluded.document";
 
+/// How often the writer asks SQLite whether another process changed the catalog.
+const CATALOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// The SQLite store.
 pub struct EmbeddedStore {
     connection: Connection,
     path: PathBuf,
     /// Reused per batch to add up views per video before updating `view_counts`.
     counts_scratch: HashMap<Box<str>, i64>,
+    /// The catalog the HTTP workers serve, when this store keeps it current.
+    served: Option<ServedCatalog>,
+}
+
+/// The served catalog and what is needed to notice that it changed on disk.
+struct ServedCatalog {
+    catalog: SharedCatalog,
+    /// `PRAGMA data_version` when the catalog was loaded. It changes when another
+    /// connection commits (a `video-server import`), never for this connection's own
+    /// view batches.
+    data_version: i64,
+    checked: Instant,
+    /// Set by the first reload: queued views may point to entries of a replaced catalog, so
+    /// counts are credited through the current catalog from then on.
+    reloaded: bool,
 }
 
 pub(super) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -119,6 +142,7 @@ impl EmbeddedStore {
             connection,
             path,
             counts_scratch: HashMap::new(),
+            served: None,
         })
     }
 
@@ -209,6 +233,54 @@ impl EmbeddedStore {
         Ok(Catalog::new(videos))
     }
 
+    /// Keeps `catalog` (loaded from this store) current: the batch writer, which owns the
+    /// store, checks between batches whether another process committed to the database (a
+    /// `video-server import` while the server runs) and, if so, reloads the catalog, with
+    /// the counts committed so far, and swaps it in.
+    pub fn serve_catalog(&mut self, catalog: SharedCatalog) -> Result<(), StoreError> {
+        self.served = Some(ServedCatalog {
+            catalog,
+            data_version: self.data_version()?,
+            checked: Instant::now(),
+            reloaded: false,
+        });
+        Ok(())
+    }
+
+    fn data_version(&self) -> Result<i64, StoreError> {
+        self.connection
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(sqlite("read data_version"))
+    }
+
+    /// Reloads the served catalog if the database changed under it.
+    fn refresh_served_catalog(&mut self) -> Result<(), StoreError> {
+        let Some(served) = &self.served else {
+            return Ok(());
+        };
+        if served.checked.elapsed() < CATALOG_CHECK_EVERY {
+            return Ok(());
+        }
+        let version = self.data_version()?;
+        let changed = version != served.data_version;
+        let catalog = if changed {
+            Some(self.load_catalog()?)
+        } else {
+            None
+        };
+        let Some(served) = &mut self.served else {
+            return Ok(());
+        };
+        served.checked = Instant::now();
+        if let Some(catalog) = catalog {
+            tracing::info!(videos = catalog.len(), "catalog changed on disk; reloaded");
+            served.catalog.store(std::sync::Arc::new(catalog));
+            served.data_version = version;
+            served.reloaded = true;
+        }
+        Ok(())
+    }
+
     /// Views persisted for one video (for tools and tests; the server reads the catalog).
     pub fn view_count(&self, video_id: &str) -> Result<u64, StoreError> {
         let views: Option<i64> = self
@@ -279,6 +351,26 @@ impl ViewStore for EmbeddedStore {
             }
         }
         transaction.commit().map_err(sqlite("commit view batch"))
+    }
+
+    fn maintain(&mut self) {
+        if let Err(error) = self.refresh_served_catalog() {
+            tracing::warn!(%error, "cannot check the catalog for changes; serving the one loaded");
+        }
+    }
+
+    fn credit_counts(&self, views: &[ViewEvent]) {
+        match &self.served {
+            Some(served) if served.reloaded => {
+                let current = served.catalog.load();
+                for view in views {
+                    if let Some(entry) = current.get(view.video.video_id()) {
+                        entry.add_persisted_views(1);
+                    }
+                }
+            }
+            _ => super::credit_each_view(views),
+        }
     }
 }
 

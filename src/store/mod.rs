@@ -30,10 +30,18 @@ pub trait ViewStore: Send + 'static {
     /// every turn of its loop, so it must return quickly when there is nothing to do.
     fn maintain(&mut self) {}
 
-    /// Whether the writer should add committed views to the in-memory counts. A store
-    /// whose counts are read back from the database (shared by several servers) says no.
-    fn credits_counts(&self) -> bool {
-        true
+    /// Adds committed views to the in-memory counts that `GET /video/:id/views` serves.
+    /// A store whose counts are read back from the database (shared by several servers)
+    /// does nothing here.
+    fn credit_counts(&self, views: &[ViewEvent]) {
+        credit_each_view(views);
+    }
+}
+
+/// Credits every view to the catalog entry it was recorded against.
+pub fn credit_each_view(views: &[ViewEvent]) {
+    for view in views {
+        view.video.add_persisted_views(1);
     }
 }
 

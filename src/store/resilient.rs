@@ -245,8 +245,8 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
         }
     }
 
-    fn credits_counts(&self) -> bool {
-        false
+    fn credit_counts(&self, _views: &[ViewEvent]) {
+        // Counts are summed from the cluster's rollups by the catalog refresher.
     }
 
     fn maintain(&mut self) {

@@ -224,11 +224,7 @@ impl<S: ViewStore> BatchWriter<S> {
             match self.store.write_views(&batch.views) {
                 Ok(()) => {
                     let count = batch.views.len() as u64;
-                    if self.store.credits_counts() {
-                        for view in &batch.views {
-                            view.video.add_persisted_views(1);
-                        }
-                    }
+                    self.store.credit_counts(&batch.views);
                     self.metrics.views_persisted.inc_by(count);
                     self.metrics.batch_size.observe(count as f64);
                     self.metrics

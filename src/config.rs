@@ -67,7 +67,8 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_CATALOG")]
     pub catalog: Option<PathBuf>,
 
-    /// Write views to the store in batches of at most this many.
+    /// Write views to the store in batches of this many. While a backlog is queued, a batch
+    /// grows up to 16 times this, so that a slow store catches up (fewer commits).
     #[arg(long, env = "VIDEO_SERVER_BATCH_SIZE", default_value_t = 1_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,

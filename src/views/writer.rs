@@ -3,6 +3,10 @@
 //! The writer owns its store outright (blocking database calls happen only here), so the
 //! HTTP workers never wait on it. A batch is written when it holds
 //! [`BatchLimits::max_views`] views or its oldest view is [`BatchLimits::max_age`] old.
+//! When the writer falls behind (a full batch's worth or more is already queued when a
+//! batch fills), the batch keeps growing, up to [`BACKLOG_GROWTH`] times `max_views`:
+//! a store's cost is mostly per commit (an fsync, a round trip), so bigger batches are how
+//! the writer catches up instead of letting the queue fill and views be dropped.
 //! A failed write is retried with capped, jittered exponential backoff until it succeeds;
 //! meanwhile the bounded channel fills and the bus counts what it cannot take as dropped.
 //!
@@ -40,6 +44,9 @@ impl Default for BatchLimits {
     }
 }
 
+/// How many times `max_views` a batch may grow to while a backlog is queued.
+pub const BACKLOG_GROWTH: usize = 16;
+
 /// Whether a batch wants writing after a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fill {
@@ -52,6 +59,8 @@ struct Batch {
     views: Vec<ViewEvent>,
     opened_at: Option<Instant>,
     limits: BatchLimits,
+    /// The size at which this batch is full: `max_views`, more while catching up.
+    target: usize,
 }
 
 impl Batch {
@@ -60,17 +69,29 @@ impl Batch {
             views: Vec::with_capacity(limits.max_views),
             opened_at: None,
             limits,
+            target: limits.max_views,
         }
     }
 
     fn push(&mut self, view: ViewEvent) -> Fill {
         self.opened_at.get_or_insert_with(Instant::now);
         self.views.push(view);
-        if self.views.len() >= self.limits.max_views {
+        if self.views.len() >= self.target {
             Fill::Full
         } else {
             Fill::Open
         }
+    }
+
+    /// Lets a full batch take more views when at least a batch's worth is queued behind
+    /// it; returns whether it grew (and so is no longer full).
+    fn grow_for_backlog(&mut self, queued: usize) -> bool {
+        let ceiling = self.limits.max_views.saturating_mul(BACKLOG_GROWTH);
+        if queued < self.limits.max_views || self.target >= ceiling {
+            return false;
+        }
+        self.target = ceiling.min(self.views.len() + queued);
+        self.target > self.views.len()
     }
 
     /// When this batch must be written, if it holds anything.
@@ -81,6 +102,7 @@ impl Batch {
     fn clear(&mut self) {
         self.views.clear();
         self.opened_at = None;
+        self.target = self.limits.max_views;
     }
 }
 
@@ -173,14 +195,10 @@ impl<S: ViewStore> BatchWriter<S> {
                 .min(IDLE_POLL);
             match self.receiver.recv_timeout(wait) {
                 Ok(view) => {
-                    if batch.push(view) == Fill::Full {
-                        self.flush(&mut batch);
-                    }
+                    self.add(&mut batch, view);
                     // Take whatever else is already queued without sleeping between views.
                     while let Ok(view) = self.receiver.try_recv() {
-                        if batch.push(view) == Fill::Full {
-                            self.flush(&mut batch);
-                        }
+                        self.add(&mut batch, view);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -200,12 +218,17 @@ impl<S: ViewStore> BatchWriter<S> {
         self.report
     }
 
+    /// Adds a view; writes the batch when it is full and no backlog lets it grow.
+    fn add(&mut self, batch: &mut Batch, view: ViewEvent) {
+        if batch.push(view) == Fill::Full && !batch.grow_for_backlog(self.receiver.len()) {
+            self.flush(batch);
+        }
+    }
+
     /// Writes everything still queued.
     fn drain(&mut self, batch: &mut Batch) {
         while let Ok(view) = self.receiver.try_recv() {
-            if batch.push(view) == Fill::Full {
-                self.flush(batch);
-            }
+            self.add(batch, view);
         }
         self.flush(batch);
     }
@@ -277,6 +300,8 @@ mod tests {
         batches: Arc<Mutex<Vec<usize>>>,
         failures_left: Arc<Mutex<u32>>,
         retriable: bool,
+        /// Time every successful write takes (a slow disk).
+        delay: Duration,
     }
 
     impl ViewStore for RecordingStore {
@@ -289,6 +314,7 @@ mod tests {
                     retriable: self.retriable,
                 });
             }
+            std::thread::sleep(self.delay);
             self.batches.lock().push(views.len());
             Ok(())
         }
@@ -319,15 +345,83 @@ mod tests {
         };
         let (bus, handle, _) = setup(limits, store.clone());
         let video = entry();
-        for _ in 0..25 {
+        for _ in 0..10 {
+            assert!(bus.record(view(&video)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.batches.lock().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            store.batches.lock().clone(),
+            vec![10],
+            "written at 10, not aged"
+        );
+        for _ in 0..5 {
             assert!(bus.record(view(&video)));
         }
         let report = handle.shutdown();
-        assert_eq!(report.persisted, 25);
+        assert_eq!(report.persisted, 15);
+        assert_eq!(
+            store.batches.lock().clone(),
+            vec![10, 5],
+            "the rest at shutdown"
+        );
+        assert_eq!(video.persisted_views(), 15);
+    }
+
+    #[test]
+    fn a_backlog_grows_batches_so_a_slow_store_catches_up() {
+        // 20 ms per write and 100 views per batch would take 1 s for 5,000 views; with a
+        // backlog queued, batches grow up to 16 × 100, so a handful of writes do it.
+        let store = RecordingStore {
+            delay: Duration::from_millis(20),
+            ..RecordingStore::default()
+        };
+        let limits = BatchLimits {
+            max_views: 100,
+            max_age: Duration::from_millis(10),
+        };
+        let (bus, handle, metrics) = setup(limits, store.clone());
+        let video = entry();
+        for _ in 0..5_000 {
+            assert!(bus.record(view(&video)));
+        }
+        let report = handle.shutdown();
+        assert_eq!(report.persisted, 5_000);
+        assert_eq!(metrics.views_dropped.get(), 0);
         let batches = store.batches.lock().clone();
-        assert_eq!(batches.iter().sum::<usize>(), 25);
-        assert!(batches.iter().all(|&size| size <= 10), "{batches:?}");
-        assert_eq!(video.persisted_views(), 25);
+        assert_eq!(batches.iter().sum::<usize>(), 5_000);
+        assert!(batches.len() < 20, "{} writes: {batches:?}", batches.len());
+        assert!(batches.iter().any(|&size| size > 100), "{batches:?}");
+        assert!(batches.iter().all(|&size| size <= 1_600), "{batches:?}");
+    }
+
+    #[test]
+    fn a_batch_grows_only_while_a_batch_worth_is_queued() {
+        let limits = BatchLimits {
+            max_views: 10,
+            max_age: Duration::from_secs(1),
+        };
+        let mut batch = Batch::new(limits);
+        let video = entry();
+        for _ in 0..9 {
+            assert_eq!(batch.push(view(&video)), Fill::Open);
+        }
+        assert_eq!(batch.push(view(&video)), Fill::Full);
+        assert!(
+            !batch.grow_for_backlog(9),
+            "less than a batch queued: write now"
+        );
+        assert!(batch.grow_for_backlog(25));
+        for _ in 0..24 {
+            assert_eq!(batch.push(view(&video)), Fill::Open);
+        }
+        assert_eq!(batch.push(view(&video)), Fill::Full, "grown to 10 + 25");
+        assert!(batch.grow_for_backlog(1_000));
+        assert_eq!(batch.target, 160, "never beyond 16 × max_views");
+        batch.clear();
+        assert_eq!(batch.target, 10);
     }
 
     #[test]

@@ -186,7 +186,6 @@ def report(args):
     seed_errors = sum(r["errors"] for r in rec.load("token-autocannon", "video-server"))
     fixed = m("p99_ms", "token-openloop", "video-server", rate)
     fixed_plain = m("p99_ms", "plaintext-openloop", "video-server", rate)
-    fixed_steal = m("steal_pct", "token-openloop", "video-server", rate)
     fixed_mini = m("p99_ms", "plaintext-openloop", "minihttp", rate)
     view_rounds = rec.of_kind("views")
     views_ok = bool(view_rounds) and all(
@@ -229,9 +228,12 @@ def report(args):
             f"no errors | {seed / seed_plain:.1%} ({fmt(seed, 0)} vs {fmt(seed_plain, 0)}), "
             f"{seed_errors} errors | {verdict(seed / seed_plain >= 0.95 and seed_errors == 0)} |")
     if fixed is not None:
+        rounds_text = ", ".join(
+            f"{r['p99_ms']:.2f} ms at {r['steal_pct']:.1f} % steal"
+            for r in sorted(rec.load("token-openloop", "video-server", rate), key=lambda r: r["round"]))
         say(f"| p99 at a fixed {rate:,} req/s (token, openloop) | ≤ 2 ms | {fmt(fixed, 2)} ms "
-            f"(same binary's plain text: {fmt(fixed_plain, 2)} ms; may_minihttp plain text: "
-            f"{fmt(fixed_mini, 2)} ms; steal {fmt(fixed_steal)} %) "
+            f"(rounds: {rounds_text}); plain text at the same rate: this binary "
+            f"{fmt(fixed_plain, 2)} ms, may_minihttp {fmt(fixed_mini, 2)} ms "
             f"| {verdict(fixed <= 2)} |")
     if idle:
         say(f"| {idle['connections']:,} idle keep-alive connections | ≤ 400 MB resident | "

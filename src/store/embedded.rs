@@ -253,26 +253,23 @@ impl EmbeddedStore {
             .map_err(sqlite("read data_version"))
     }
 
-    /// Reloads the served catalog if the database changed under it.
+    /// Reloads the served catalog if the database changed under it. Checks at most once
+    /// per [`CATALOG_CHECK_EVERY`], failed checks included (a failure is not retried in a
+    /// tight loop).
     fn refresh_served_catalog(&mut self) -> Result<(), StoreError> {
-        let Some(served) = &self.served else {
-            return Ok(());
+        let loaded_version = match &mut self.served {
+            Some(served) if served.checked.elapsed() >= CATALOG_CHECK_EVERY => {
+                served.checked = Instant::now();
+                served.data_version
+            }
+            _ => return Ok(()),
         };
-        if served.checked.elapsed() < CATALOG_CHECK_EVERY {
+        let version = self.data_version()?;
+        if version == loaded_version {
             return Ok(());
         }
-        let version = self.data_version()?;
-        let changed = version != served.data_version;
-        let catalog = if changed {
-            Some(self.load_catalog()?)
-        } else {
-            None
-        };
-        let Some(served) = &mut self.served else {
-            return Ok(());
-        };
-        served.checked = Instant::now();
-        if let Some(catalog) = catalog {
+        let catalog = self.load_catalog()?;
+        if let Some(served) = &mut self.served {
             tracing::info!(videos = catalog.len(), "catalog changed on disk; reloaded");
             served.catalog.store(std::sync::Arc::new(catalog));
             served.data_version = version;

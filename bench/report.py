@@ -336,12 +336,13 @@ def write_plots(rec, out, rate, node_rate, sources, conns):
                 if percentile < 100:
                     data.write(f"{1 / (1 - percentile / 100):.6g} {max(value, 0.001)}\n")
         plots.append(f"'latency-{index}.dat' using 1:2 with linespoints title '{title}'")
-    common = ("set terminal svg size 640,400 dynamic font 'sans,11'\n"
+    common = ("set terminal svg size 640,400 dynamic noenhanced font 'sans,11'\n"
               "set grid\nset key top left\n")
     if plots:
         with open(f"{out}/latency.gp", "w", encoding="utf-8") as script:
             script.write(common + "set output 'latency-percentiles.svg'\n"
                          "set title 'Latency by percentile, from the scheduled send time (median round)'\n"
+                         "set key bottom right opaque\n"
                          "set logscale xy\nset xlabel 'percentile'\nset ylabel 'latency (ms)'\n"
                          "set xtics ('p50' 2, 'p90' 10, 'p99' 100, 'p99.9' 1000, 'p99.99' 10000)\n"
                          "plot " + ", \\\n     ".join(plots) + "\n")

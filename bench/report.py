@@ -267,6 +267,16 @@ def report(args):
                 f"| {fmt(m('cpu_us_per_request', scenario, server))} "
                 f"| {fmt(m('steal_pct', scenario, server))} |")
     say("")
+    say("| scenario | req/s, video-server / Node | CPU per request, Node / video-server |")
+    say("| --- | ---: | ---: |")
+    for scenario in ("token-autocannon", "token-wrk", "video-wrk"):
+        ours_rps, node_rps = m("rps", scenario, "video-server"), m("rps", scenario, "node")
+        ours_cpu = m("cpu_us_per_request", scenario, "video-server")
+        node_cpu = m("cpu_us_per_request", scenario, "node")
+        if None in (ours_rps, node_rps, ours_cpu, node_cpu):
+            continue
+        say(f"| {scenario} | {ours_rps / node_rps:.1f}× | {node_cpu / ours_cpu:.1f}× |")
+    say("")
     if plain and mini:
         say(f"Plain text, CPU per request: video-server's HTTP layer {fmt(plain)} µs, "
             f"may_minihttp {fmt(mini)} µs ({plain / mini:.2f}×).")

@@ -317,11 +317,17 @@ fn on_broken(
     address: SocketAddr,
     error: io::Error,
 ) -> io::Result<()> {
-    if let Some((_, measured)) = connection.in_flight.take() {
-        if measured {
-            report.errors += 1;
+    // A connection is either in flight or waiting in `idle` exactly once: only one that
+    // was in flight goes back on the schedule (one that was idle is there already).
+    let was_in_flight = match connection.in_flight.take() {
+        Some((_, measured)) => {
+            if measured {
+                report.errors += 1;
+            }
+            true
         }
-    }
+        None => false,
+    };
     if report.errors <= 3 {
         eprintln!("openloop: connection {index}: {error}; reconnecting");
     }
@@ -336,6 +342,8 @@ fn on_broken(
     connection.filled = 0;
     connection.written = 0;
     connection.free_since = Instant::now();
-    idle.push(Reverse((schedule.due(index, connection.sequence), index)));
+    if was_in_flight {
+        idle.push(Reverse((schedule.due(index, connection.sequence), index)));
+    }
     Ok(())
 }

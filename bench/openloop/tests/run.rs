@@ -11,6 +11,11 @@ use openloop::{run, Plan};
 /// Answers every request with 200 `hello`, except that a request arriving during
 /// `[stall_from, stall_until)` (from the server's start) is answered at `stall_until`.
 fn serve(stall_from: Duration, stall_until: Duration) -> SocketAddr {
+    serve_with(stall_from, stall_until, false)
+}
+
+/// As [`serve`]; with `close_after_each`, every connection is closed after one response.
+fn serve_with(stall_from: Duration, stall_until: Duration, close_after_each: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
     let started = Instant::now();
@@ -35,7 +40,7 @@ fn serve(stall_from: Duration, stall_until: Duration) -> SocketAddr {
                             std::thread::sleep(stall_until - elapsed);
                         }
                         let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-                        if stream.write_all(response).is_err() {
+                        if stream.write_all(response).is_err() || close_after_each {
                             return;
                         }
                     }
@@ -103,4 +108,22 @@ fn requests_never_answered_are_reported_not_hidden() {
     assert_eq!(report.completed, 0);
     assert_eq!(report.unanswered, 5, "one request stuck on each connection");
     assert!(report.sent >= 5);
+}
+
+#[test]
+fn closed_connections_are_reopened_and_every_request_is_accounted_for() {
+    let address = serve_with(Duration::MAX, Duration::MAX, true);
+    let report = run(&plan(address, 500.0, 5, 0.5)).expect("run");
+    assert!(report.sent >= 240, "sent {}", report.sent);
+    assert_eq!(
+        report.completed + report.errors + report.unanswered,
+        report.sent,
+        "each request answered, failed or unanswered"
+    );
+    assert!(
+        report.completed > report.sent / 2,
+        "reconnected connections keep being answered: {} of {}",
+        report.completed,
+        report.sent
+    );
 }

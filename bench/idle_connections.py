@@ -3,7 +3,7 @@
 
     bench/idle_connections.py [COUNT]        (default 10000; needs `ulimit -n` above COUNT)
 
-Starts the release binary pinned to CPU 1, opens COUNT connections that each send one
+Starts the release binary pinned to CPU $SERVER_CPU (default 1), opens COUNT connections that each send one
 GET /video/12345 and then sit idle, checks every response, and prints the server's resident
 memory (VmRSS from /proc) before and after, also as one `IDLE_JSON {…}` line for
 bench/run.sh. Standard library only.
@@ -41,7 +41,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     data_dir = tempfile.mkdtemp()
     server = subprocess.Popen(
-        ["taskset", "-c", "1", os.path.join(ROOT, "target/release/video-server"),
+        ["taskset", "-c", os.environ.get("SERVER_CPU", "1"), os.path.join(ROOT, "target/release/video-server"),
          "--listen", f"127.0.0.1:{PORT}", "--data-dir", data_dir, "--log-level", "warn"])
     try:
         deadline = time.time() + 30

@@ -18,7 +18,7 @@ use crate::store::catalog_refresh::{catalog_from_documents, CatalogRefresher};
 use crate::store::scylla::{ScyllaCatalogStore, ScyllaViewStore};
 use crate::store::{EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError};
 use crate::token::{self, CdnConfigError, CdnRing};
-use crate::video::{self, Catalog, PayloadError, VideoPayload, SEED_VIDEO_JSON};
+use crate::video::{self, Catalog, PayloadError, VideoPayload};
 use crate::views::{BatchWriter, ViewBus, WriterHandle};
 
 /// Why the service could not start.
@@ -241,12 +241,7 @@ fn load_remote_catalog(
     let mut documents = remote.load_videos()?;
     if documents.is_empty() || !imported.is_empty() {
         if documents.is_empty() {
-            let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
-                StoreError::CorruptDocument {
-                    video_id: "12345".into(),
-                    error,
-                }
-            })?;
+            let seed = crate::store::seed_video()?;
             remote.upsert_videos(&[seed])?;
             tracing::info!("seeded the ScyllaDB catalog with video 12345");
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{StoreError, ViewStore};
-use crate::video::{self, Catalog, SharedCatalog, VideoPayload, SEED_VIDEO_JSON};
+use crate::video::{self, Catalog, SharedCatalog, VideoPayload};
 use crate::views::ViewEvent;
 
 /// The database file's name inside `--data-dir`.
@@ -161,12 +161,7 @@ impl EmbeddedStore {
         if any.is_some() {
             return Ok(false);
         }
-        let seed = video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
-            StoreError::CorruptDocument {
-                video_id: "12345".into(),
-                error,
-            }
-        })?;
+        let seed = super::seed_video()?;
         self.upsert_videos(&[seed])?;
         Ok(true)
     }
@@ -405,6 +400,7 @@ fn bind_views(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::SEED_VIDEO_JSON;
     use std::net::{IpAddr, Ipv6Addr};
     use std::sync::Arc;
 

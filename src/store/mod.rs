@@ -17,7 +17,7 @@ pub use embedded::EmbeddedStore;
 pub use outbox::{Flush, Outbox, PendingView};
 pub use resilient::{RemoteViewStore, ResilientStore, RetryPolicy};
 
-use crate::video::PayloadError;
+use crate::video::{self, PayloadError, VideoPayload, SEED_VIDEO_JSON};
 use crate::views::ViewEvent;
 
 /// A database that persists batches of views. Implementations run on the batch writer's
@@ -36,6 +36,16 @@ pub trait ViewStore: Send + 'static {
     fn credit_counts(&self, views: &[ViewEvent]) {
         credit_each_view(views);
     }
+}
+
+/// The seed video (12345) every fresh store starts with, as the old service's seeder did.
+pub fn seed_video() -> Result<VideoPayload<'static>, StoreError> {
+    video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
+        StoreError::CorruptDocument {
+            video_id: "12345".into(),
+            error,
+        }
+    })
 }
 
 /// Credits every view to the catalog entry it was recorded against.

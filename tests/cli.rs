@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::Server;
@@ -13,6 +14,19 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .envs(envs.iter().copied())
         .output()
         .expect("run video-server")
+}
+
+/// `video-server import CATALOG --data-dir DATA`.
+fn import(catalog: &Path, data: &Path) -> Output {
+    run(
+        &[
+            "import",
+            catalog.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
 }
 
 #[test]
@@ -196,15 +210,7 @@ fn import_subcommand_loads_videos_into_the_embedded_store() {
     )
     .expect("write catalog");
     let data = dir.path().join("data");
-    let output = run(
-        &[
-            "import",
-            catalog.to_str().expect("utf-8"),
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let output = import(&catalog, &data);
     assert!(
         output.status.success(),
         "{}",
@@ -214,15 +220,7 @@ fn import_subcommand_loads_videos_into_the_embedded_store() {
     assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
 
     std::fs::write(&catalog, r#"[{"videoId":"x"}]"#).expect("write catalog");
-    let output = run(
-        &[
-            "import",
-            catalog.to_str().expect("utf-8"),
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let output = import(&catalog, &data);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("catalog[0].title is required"));
 }
@@ -245,15 +243,7 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
             {"videoId":"12345","title":"Renamed","sources":[]}]"#,
     )
     .expect("write catalog");
-    let output = run(
-        &[
-            "import",
-            catalog.to_str().expect("utf-8"),
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let output = import(&catalog, &data);
     assert!(
         output.status.success(),
         "{}",

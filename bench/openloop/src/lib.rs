@@ -95,88 +95,87 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// The state one run shares across its connections.
+struct Driver<'p> {
+    plan: &'p Plan,
+    poll: Poll,
+    schedule: Schedule,
+    /// Idle connections by the time their next request is due. A connection is either in
+    /// flight or in here exactly once.
+    idle: BinaryHeap<Reverse<(Instant, usize)>>,
+    report: Report,
+}
+
 /// Runs the plan and returns what it measured.
 pub fn run(plan: &Plan) -> io::Result<Report> {
     assert!(plan.rate > 0.0 && plan.connections > 0);
-    let mut poll = Poll::new()?;
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut driver = Driver {
+        plan,
+        poll: Poll::new()?,
+        schedule: Schedule::new(start, plan.rate, plan.connections),
+        idle: BinaryHeap::with_capacity(plan.connections),
+        report: Report {
+            plan_rate: plan.rate,
+            connections: plan.connections,
+            duration: plan.duration,
+            sent: 0,
+            completed: 0,
+            statuses: Default::default(),
+            errors: 0,
+            unanswered: 0,
+            latency_us: histogram(),
+            send_lag_us: histogram(),
+        },
+    };
     let mut connections = Vec::with_capacity(plan.connections);
     for index in 0..plan.connections {
-        let mut stream = connect(plan.address)?;
-        poll.registry().register(
-            &mut stream,
-            Token(index),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        connections.push(Connection {
-            stream,
+        let connection = Connection {
+            stream: driver.open(index)?,
             sequence: 0,
             in_flight: None,
             written: 0,
             free_since: Instant::now(),
             input: vec![0; 64 * 1024],
             filled: 0,
-        });
+        };
+        driver.reschedule(&connection, index);
+        connections.push(connection);
     }
 
-    let start = Instant::now() + Duration::from_millis(20);
-    let schedule = Schedule::new(start, plan.rate, plan.connections);
     let measure_from = start + plan.warmup;
     let stop_sending = measure_from + plan.duration;
     let give_up = stop_sending + plan.drain;
-
-    let mut report = Report {
-        plan_rate: plan.rate,
-        connections: plan.connections,
-        duration: plan.duration,
-        sent: 0,
-        completed: 0,
-        statuses: Default::default(),
-        errors: 0,
-        unanswered: 0,
-        latency_us: histogram(),
-        send_lag_us: histogram(),
-    };
-    // Idle connections by the time their next request is due.
-    let mut idle: BinaryHeap<Reverse<(Instant, usize)>> = (0..plan.connections)
-        .map(|index| Reverse((schedule.due(index, 0), index)))
-        .collect();
     let mut events = Events::with_capacity(1024);
 
     loop {
         let now = Instant::now();
-        while let Some(&Reverse((due, index))) = idle.peek() {
+        while let Some(&Reverse((due, index))) = driver.idle.peek() {
             if due > now || due >= stop_sending {
                 break;
             }
-            idle.pop();
+            driver.idle.pop();
             let connection = &mut connections[index];
             let measured = due >= measure_from;
             connection.in_flight = Some((due, measured));
             connection.written = 0;
             connection.sequence += 1;
             if measured {
-                report.sent += 1;
+                driver.report.sent += 1;
                 let late_from = due.max(connection.free_since);
-                let _ = report
+                let _ = driver
+                    .report
                     .send_lag_us
                     .record(micros(now.saturating_duration_since(late_from)));
             }
             if let Err(error) = send(connection, &plan.request) {
-                on_broken(
-                    connection,
-                    &mut report,
-                    &mut idle,
-                    &schedule,
-                    index,
-                    &poll,
-                    plan.address,
-                    error,
-                )?;
+                driver.on_broken(connection, index, error)?;
             }
         }
 
         let in_flight = connections.iter().any(|c| c.in_flight.is_some());
-        let next_due = idle
+        let next_due = driver
+            .idle
             .peek()
             .map(|Reverse((due, _))| *due)
             .filter(|due| *due < stop_sending);
@@ -197,7 +196,7 @@ pub fn run(plan: &Plan) -> io::Result<Report> {
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(10)),
         };
-        match poll.poll(&mut events, Some(timeout)) {
+        match driver.poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
@@ -210,28 +209,18 @@ pub fn run(plan: &Plan) -> io::Result<Report> {
                 result = send(connection, &plan.request);
             }
             if result.is_ok() && (event.is_readable() || event.is_read_closed()) {
-                result = receive(connection, &mut report, &mut idle, &schedule, index);
+                result = driver.receive(connection, index);
             }
             if let Err(error) = result {
-                let connection = &mut connections[index];
-                on_broken(
-                    connection,
-                    &mut report,
-                    &mut idle,
-                    &schedule,
-                    index,
-                    &poll,
-                    plan.address,
-                    error,
-                )?;
+                driver.on_broken(connection, index, error)?;
             }
         }
     }
-    report.unanswered = connections
+    driver.report.unanswered = connections
         .iter()
         .filter(|c| matches!(c.in_flight, Some((_, true))))
         .count() as u64;
-    Ok(report)
+    Ok(driver.report)
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -252,98 +241,100 @@ fn send(connection: &mut Connection, request: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads what arrived and completes the request in flight when its response is whole.
-fn receive(
-    connection: &mut Connection,
-    report: &mut Report,
-    idle: &mut BinaryHeap<Reverse<(Instant, usize)>>,
-    schedule: &Schedule,
-    index: usize,
-) -> io::Result<()> {
-    loop {
-        if connection.filled == connection.input.len() {
-            let grown = connection.input.len() * 2;
-            connection.input.resize(grown, 0);
-        }
-        match connection
-            .stream
-            .read(&mut connection.input[connection.filled..])
-        {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(count) => connection.filled += count,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        }
-        let framed = frame(&connection.input[..connection.filled])
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
-        let Some(framed) = framed else { continue };
-        let done = Instant::now();
-        let Some((scheduled, measured)) = connection.in_flight.take() else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a response arrived with no request in flight",
-            ));
-        };
-        if measured {
-            report.completed += 1;
-            *report.statuses.entry(framed.status).or_default() += 1;
-            let _ = report.latency_us.record(micros(done - scheduled));
-        }
-        connection
-            .input
-            .copy_within(framed.length..connection.filled, 0);
-        connection.filled -= framed.length;
-        connection.free_since = done;
-        if connection.filled > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "more bytes than one response",
-            ));
-        }
-        idle.push(Reverse((schedule.due(index, connection.sequence), index)));
+impl Driver<'_> {
+    /// Connects connection `index` and registers it with the poll.
+    fn open(&self, index: usize) -> io::Result<TcpStream> {
+        let mut stream = connect(self.plan.address)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(stream)
     }
-}
 
-/// Counts the failure, replaces the connection and puts it back on the schedule.
-#[allow(clippy::too_many_arguments)]
-fn on_broken(
-    connection: &mut Connection,
-    report: &mut Report,
-    idle: &mut BinaryHeap<Reverse<(Instant, usize)>>,
-    schedule: &Schedule,
-    index: usize,
-    poll: &Poll,
-    address: SocketAddr,
-    error: io::Error,
-) -> io::Result<()> {
-    // A connection is either in flight or waiting in `idle` exactly once: only one that
-    // was in flight goes back on the schedule (one that was idle is there already).
-    let was_in_flight = match connection.in_flight.take() {
-        Some((_, measured)) => {
-            if measured {
-                report.errors += 1;
+    /// Puts an idle connection on the schedule for its next request.
+    fn reschedule(&mut self, connection: &Connection, index: usize) {
+        let due = self.schedule.due(index, connection.sequence);
+        self.idle.push(Reverse((due, index)));
+    }
+
+    /// Reads what arrived and completes the request in flight when its response is whole.
+    fn receive(&mut self, connection: &mut Connection, index: usize) -> io::Result<()> {
+        loop {
+            if connection.filled == connection.input.len() {
+                let grown = connection.input.len() * 2;
+                connection.input.resize(grown, 0);
             }
-            true
+            match connection
+                .stream
+                .read(&mut connection.input[connection.filled..])
+            {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(count) => connection.filled += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            let framed = frame(&connection.input[..connection.filled])
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+            let Some(framed) = framed else { continue };
+            let done = Instant::now();
+            let Some((scheduled, measured)) = connection.in_flight.take() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a response arrived with no request in flight",
+                ));
+            };
+            if measured {
+                let report = &mut self.report;
+                report.completed += 1;
+                *report.statuses.entry(framed.status).or_default() += 1;
+                let _ = report.latency_us.record(micros(done - scheduled));
+            }
+            connection
+                .input
+                .copy_within(framed.length..connection.filled, 0);
+            connection.filled -= framed.length;
+            connection.free_since = done;
+            if connection.filled > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "more bytes than one response",
+                ));
+            }
+            self.reschedule(connection, index);
         }
-        None => false,
-    };
-    if report.errors <= 3 {
-        eprintln!("openloop: connection {index}: {error}; reconnecting");
     }
-    let _ = poll.registry().deregister(&mut connection.stream);
-    let mut stream = connect(address)?;
-    poll.registry().register(
-        &mut stream,
-        Token(index),
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
-    connection.stream = stream;
-    connection.filled = 0;
-    connection.written = 0;
-    connection.free_since = Instant::now();
-    if was_in_flight {
-        idle.push(Reverse((schedule.due(index, connection.sequence), index)));
+
+    /// Counts the failure, replaces the connection and, if it was in flight, puts it back
+    /// on the schedule (one that was idle is on it already).
+    fn on_broken(
+        &mut self,
+        connection: &mut Connection,
+        index: usize,
+        error: io::Error,
+    ) -> io::Result<()> {
+        let was_in_flight = match connection.in_flight.take() {
+            Some((_, measured)) => {
+                if measured {
+                    self.report.errors += 1;
+                }
+                true
+            }
+            None => false,
+        };
+        if self.report.errors <= 3 {
+            eprintln!("openloop: connection {index}: {error}; reconnecting");
+        }
+        let _ = self.poll.registry().deregister(&mut connection.stream);
+        connection.stream = self.open(index)?;
+        connection.filled = 0;
+        connection.written = 0;
+        connection.free_since = Instant::now();
+        if was_in_flight {
+            self.reschedule(connection, index);
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use video_server::token::{default_cdns, write_token, SigningScheme};
+use video_server::token::{default_cdns, write_token, ContractHash, RequestSigner};
 use video_server::video::parse_token_request;
 
 const CONTRACT_BODY: &[u8] = br#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
@@ -23,10 +23,7 @@ fn body_with_sources(sources: usize) -> Vec<u8> {
 fn signing(c: &mut Criterion) {
     let mut group = c.benchmark_group("sign one source");
     let mut out = Vec::with_capacity(128);
-    for (name, scheme) in [
-        ("md5", SigningScheme::Md5),
-        ("sha256", SigningScheme::Sha256),
-    ] {
+    for (name, scheme) in [("md5", ContractHash::Md5), ("sha256", ContractHash::Sha256)] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
@@ -47,11 +44,12 @@ fn validation(c: &mut Criterion) {
 fn rendering(c: &mut Criterion) {
     let video = parse_token_request(CONTRACT_BODY).expect("valid body");
     let cdn = &default_cdns()[0];
+    let signer = RequestSigner::new(cdn, 1_700_000_000, None);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("render signed response (2 sources)", |b| {
         b.iter(|| {
             out.clear();
-            video.write_json(&mut out, Some(black_box(cdn)));
+            video.write_json(&mut out, Some(black_box(&signer)));
             black_box(&out);
         })
     });
@@ -68,7 +66,10 @@ fn whole_handler(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let video = parse_token_request(black_box(&body)).expect("valid body");
-                video.write_json(&mut out, Some(cdn));
+                video.write_json(
+                    &mut out,
+                    Some(&RequestSigner::new(cdn, 1_700_000_000, None)),
+                );
                 black_box(&out);
             })
         });

@@ -24,8 +24,9 @@ use ipnet::IpNet;
 use crate::http::{HttpError, Request, Response, Service};
 use crate::json;
 use crate::metrics::Metrics;
-use crate::token::CdnRing;
-use crate::video::{self, SharedCatalog};
+use crate::token::access::Refusal;
+use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
+use crate::video::{self, SharedCatalog, VideoPayload};
 use crate::views::{ViewBus, ViewEvent};
 
 /// What a request was routed to; the index labels its metrics.
@@ -106,7 +107,10 @@ fn route(path: &str) -> Route<'_> {
 /// The video service: everything a request handler needs, shared by all connections.
 pub struct VideoApi {
     catalog: SharedCatalog,
-    cdns: CdnRing,
+    /// CDNs and API keys, replaced whole on `SIGHUP`.
+    signing: SharedSigning,
+    /// Which sources may be signed.
+    policy: SigningPolicy,
     views: ViewBus,
     metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -118,19 +122,26 @@ pub struct VideoApi {
 impl VideoApi {
     pub fn new(
         catalog: SharedCatalog,
-        cdns: CdnRing,
+        signing: SharedSigning,
+        policy: SigningPolicy,
         views: ViewBus,
         metrics: Arc<Metrics>,
         trusted_proxies: Vec<IpNet>,
     ) -> Self {
+        // A browser's `*` never covers Authorization: name it when the route needs it.
+        let common_headers: &[u8] = if signing.load().api_keys.is_some() {
+            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *, Authorization\r\n"
+        } else {
+            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n"
+        };
         VideoApi {
             catalog,
-            cdns,
+            signing,
+            policy,
             views,
             metrics,
             trusted_proxies,
-            common_headers:
-                b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n".to_vec(),
+            common_headers: common_headers.to_vec(),
         }
     }
 
@@ -172,6 +183,13 @@ impl VideoApi {
 
     /// `POST /video/token`.
     fn sign_video(&self, request: &Request<'_>, response: &mut Response) {
+        // Held to the end of the request: a reload does not change keys under it.
+        let signing = self.signing.load();
+        if let Some(api_keys) = &signing.api_keys {
+            if let Err(refusal) = api_keys.check(request.header("authorization")) {
+                return refuse_unauthorized(refusal, response);
+            }
+        }
         if let Some(content_type) = request.header("content-type") {
             if !is_json_media_type(content_type) {
                 response.set_json_error(
@@ -181,15 +199,45 @@ impl VideoApi {
                 return;
             }
         }
-        match video::parse_token_request(request.body) {
-            Ok(video) => {
-                let cdn = self.cdns.next();
-                response.set_content_type("application/json");
-                video.write_json(&mut response.body, Some(cdn));
-            }
+        let video = match video::parse_token_request(request.body) {
+            Ok(video) => video,
             Err(error) => {
                 response.set_json_error(400, &error.to_string());
+                return;
             }
+        };
+        if self.policy == SigningPolicy::Catalog {
+            if let Err(message) = self.check_catalog(&video) {
+                response.set_json_error(403, &message);
+                return;
+            }
+        }
+        let cdn = signing.cdns.next();
+        let client_ip = cdn.binds_ip().then(|| self.client_ip(request));
+        let signer = RequestSigner::new(cdn, unix_now(), client_ip);
+        response.set_content_type("application/json");
+        video.write_json(&mut response.body, Some(&signer));
+    }
+
+    /// `--signing-policy catalog`: the video and each of its sources must be in the catalog.
+    fn check_catalog(&self, video: &VideoPayload<'_>) -> Result<(), String> {
+        let catalog = self.catalog.load();
+        let Some(entry) = catalog.get(&video.video_id) else {
+            return Err(format!(
+                "video {:?} is not in the catalog; only catalog videos are signed",
+                video.video_id
+            ));
+        };
+        match video
+            .sources
+            .iter()
+            .position(|source| !entry.has_source(&source.src))
+        {
+            None => Ok(()),
+            Some(index) => Err(format!(
+                "video.sources[{index}].src {:?} is not a source of video {:?} in the catalog",
+                video.sources[index].src, video.video_id
+            )),
         }
     }
 
@@ -284,6 +332,12 @@ impl Service for VideoApi {
     fn connection_closed(&self) {
         self.metrics.connections_open.dec();
     }
+}
+
+/// A 401 that says what was wrong and how to authenticate.
+fn refuse_unauthorized(refusal: Refusal, response: &mut Response) {
+    response.set_json_error(401, refusal.message());
+    response.add_header("WWW-Authenticate", b"Bearer realm=\"video-server\"");
 }
 
 /// A CORS preflight: 204 with the methods the path answers.

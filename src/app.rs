@@ -5,9 +5,11 @@
 //! once it has stopped), then the batch writer, which drains and flushes every view that
 //! was accepted.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use crate::api::{VideoApi, ROUTE_NAMES};
@@ -17,7 +19,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::store::catalog_refresh::{catalog_from_documents, CatalogRefresher};
 use crate::store::scylla::{ScyllaCatalogStore, ScyllaViewStore};
 use crate::store::{EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError};
-use crate::token::{self, CdnConfigError, CdnRing};
+use crate::token::{unix_now, RequestSigner, SharedSigning, SigningSetup, SigningSetupError};
 use crate::video::{self, Catalog, PayloadError, VideoPayload};
 use crate::views::{BatchWriter, ViewBus, WriterHandle};
 
@@ -25,7 +27,7 @@ use crate::views::{BatchWriter, ViewBus, WriterHandle};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Cdns(#[from] CdnConfigError),
+    Signing(#[from] SigningSetupError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot read catalog file {path}: {error}")]
@@ -43,6 +45,8 @@ pub enum StartError {
 /// The running service.
 pub struct App {
     http: ServerHandle,
+    /// CDNs and API keys; [`App::reload_signing`] replaces them.
+    signing: SharedSigning,
     writer: WriterHandle,
     refresher: Option<CatalogRefresher>,
     metrics: Arc<Metrics>,
@@ -60,17 +64,10 @@ pub struct StopSummary {
 
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
-        let cdns = match &config.cdns {
-            Some(path) => token::load_cdns(path)?,
-            None => token::default_cdns(),
-        };
-        let cdn_summary: Vec<String> = cdns
-            .iter()
-            .map(|cdn| format!("{} ({:?}, {})", cdn.name, cdn.scheme, cdn.address))
-            .collect();
-        let ring = CdnRing::new(cdns).ok_or_else(|| CdnConfigError::Empty {
-            path: "(built-in)".into(),
-        })?;
+        let signing = SigningSetup::load(config.cdns.as_deref(), config.api_keys.as_deref())?;
+        let cdn_summary = signing.summary();
+        let api_keys = signing.api_keys.as_ref().map_or(0, |keys| keys.len());
+        let signing: SharedSigning = Arc::new(ArcSwap::from_pointee(signing));
 
         // The embedded store always holds a catalog: the catalog itself in embedded mode, the
         // fallback served while ScyllaDB cannot be read in scylla mode.
@@ -158,7 +155,8 @@ impl App {
 
         let api = VideoApi::new(
             Arc::clone(&catalog),
-            ring,
+            Arc::clone(&signing),
+            config.signing_policy,
             bus,
             Arc::clone(&metrics),
             config.trusted_proxies.0.clone(),
@@ -173,6 +171,8 @@ impl App {
             workers = http_config.workers,
             pinned = http_config.pin_workers,
             cdns = ?cdn_summary,
+            signing_policy = ?config.signing_policy,
+            api_keys,
             batch_size = config.batch_size,
             flush_interval_ms = config.flush_interval_ms,
             view_queue = config.view_queue,
@@ -185,6 +185,7 @@ impl App {
         );
         Ok(App {
             http,
+            signing,
             writer,
             refresher,
             metrics,
@@ -194,6 +195,16 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.http.local_addr()
+    }
+
+    /// Re-reads the `--cdns` and `--api-keys` files (on `SIGHUP`). On success the new CDNs
+    /// and keys serve every request that starts from now on; on failure nothing changes.
+    pub fn reload_signing(&self) -> Result<Vec<String>, SigningSetupError> {
+        let setup =
+            SigningSetup::load(self.config.cdns.as_deref(), self.config.api_keys.as_deref())?;
+        let summary = setup.summary();
+        self.signing.store(Arc::new(setup));
+        Ok(summary)
     }
 
     /// Stops serving, then flushes every accepted view to the store.
@@ -264,5 +275,55 @@ pub fn import(config: &Config, path: &Path) -> Result<usize, StartError> {
                 ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;
             Ok(remote.upsert_videos(&videos)?)
         }
+    }
+}
+
+/// Why `video-server sign` could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Cdns(#[from] SigningSetupError),
+    #[error("no CDN named {name:?} (the CDNs are: {known})")]
+    UnknownCdn { name: String, known: String },
+    #[error("CDN {name:?} binds tokens to the client's address: give --ip")]
+    NeedsIp { name: String },
+}
+
+/// `video-server sign`: the signed URL of one source, as `POST /video/token` would sign it.
+pub fn sign(
+    config: &Config,
+    cdn_name: &str,
+    src: &str,
+    ip: Option<IpAddr>,
+    media_type: Option<&str>,
+    at: Option<u64>,
+) -> Result<String, SignError> {
+    let setup = SigningSetup::load(config.cdns.as_deref(), None)?;
+    let Some(cdn) = setup.cdns.find(cdn_name) else {
+        let known: Vec<&str> = setup.cdns.cdns().iter().map(|cdn| cdn.name()).collect();
+        return Err(SignError::UnknownCdn {
+            name: cdn_name.into(),
+            known: known.join(", "),
+        });
+    };
+    if cdn.binds_ip() && ip.is_none() {
+        return Err(SignError::NeedsIp {
+            name: cdn_name.into(),
+        });
+    }
+    let media_type = media_type.unwrap_or_else(|| media_type_of(src));
+    let signer = RequestSigner::new(cdn, at.unwrap_or_else(unix_now), ip);
+    Ok(signer.signed_url(src, media_type))
+}
+
+/// The media type a path's extension suggests: manifests by name, anything else a file.
+fn media_type_of(src: &str) -> &'static str {
+    let path = src.split_once('?').map_or(src, |(path, _)| path);
+    if path.ends_with(".m3u8") {
+        "application/vnd.apple.mpegurl"
+    } else if path.ends_with(".mpd") {
+        "application/dash+xml"
+    } else {
+        "video/mp4"
     }
 }

@@ -4,7 +4,7 @@
 //! with the embedded store under `./data` and the old service's three CDNs. `--help`
 //! documents each option; the README's configuration table mirrors it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use scylla::statement::Consistency;
 use crate::store::scylla::{Replication, ScyllaConfig};
 
 use crate::http::{HttpConfig, Limits};
+use crate::token::SigningPolicy;
 use crate::views::BatchLimits;
 
 /// Signs video URLs for CDNs and records who watched what.
@@ -56,11 +57,27 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_NO_PIN")]
     pub no_pin: bool,
 
-    /// JSON file listing the CDNs to sign for: an array of {"name", "address", "key",
-    /// "scheme"}, where scheme is "md5" (default) or "sha256". Default: the old service's
-    /// three CloudFront CDNs.
-    #[arg(long, env = "VIDEO_SERVER_CDNS")]
+    /// JSON file listing the CDNs to sign for, round robin: an array of {"name", "address",
+    /// "scheme", "key" or "key_file", ...}. Schemes: "md5" (the default, the old service's
+    /// token), "sha256", "nginx" (secure_link_md5), "akamai" (EdgeAuth 2.0), "cloudfront"
+    /// (RSA key pair), "google" (Cloud CDN), "bunny" (token authentication); the README
+    /// lists each scheme's fields. SIGHUP re-reads it (keys rotate without a restart; a
+    /// file that does not load is refused and the running CDNs stay). Default: the old
+    /// service's three CDNs, md5.
+    #[arg(long, global = true, env = "VIDEO_SERVER_CDNS")]
     pub cdns: Option<PathBuf>,
+
+    /// Which sources POST /video/token signs: "open" signs any source of any video (the old
+    /// service's behaviour); "catalog" signs only the sources the catalog lists for that
+    /// videoId, and answers 403 naming any other.
+    #[arg(long, env = "VIDEO_SERVER_SIGNING_POLICY", value_enum, default_value_t = SigningPolicy::Open)]
+    pub signing_policy: SigningPolicy,
+
+    /// File of API keys, one per line (# starts a comment). With it, POST /video/token
+    /// needs "Authorization: Bearer <key>" and answers 401 without a listed key. SIGHUP
+    /// re-reads it. Default: no key needed.
+    #[arg(long, env = "VIDEO_SERVER_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
 
     /// JSON file with an array of videos to import into the catalog at start (added or
     /// replaced by videoId). A fresh store is seeded with video 12345 either way.
@@ -206,6 +223,25 @@ pub enum Command {
     Import {
         /// The JSON file: an array of video objects as POST /video/token accepts them.
         file: PathBuf,
+    },
+    /// Print the signed URL of one source for one CDN of --cdns, as POST /video/token
+    /// would sign it, then exit. For scripts and for debugging a CDN's verification.
+    Sign {
+        /// The CDN to sign for: its "name" in the --cdns file.
+        #[arg(long)]
+        cdn: String,
+        /// The source, as a video lists it: "/films/a.mp4" or "/hls/a/master.m3u8".
+        path: String,
+        /// The client address the token is bound to (needed for a CDN with "bind_ip").
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// The source's media type; an HLS or DASH manifest gets a token for its whole
+        /// folder. Default: a manifest type for .m3u8 and .mpd paths, else video/mp4.
+        #[arg(long = "type", value_name = "TYPE")]
+        media_type: Option<String>,
+        /// Sign as if the clock read this Unix time, in seconds (default: now).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
     },
 }
 

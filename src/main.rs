@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
@@ -24,18 +24,44 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    if let Some(Command::Import { file }) = &config.command {
-        let count = video_server::app::import(&config, file)
-            .with_context(|| format!("cannot import {}", file.display()))?;
-        tracing::info!(videos = count, file = %file.display(), "imported into the catalog");
-        return Ok(());
+    match &config.command {
+        Some(Command::Import { file }) => {
+            let count = video_server::app::import(&config, file)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            tracing::info!(videos = count, file = %file.display(), "imported into the catalog");
+            return Ok(());
+        }
+        Some(Command::Sign {
+            cdn,
+            path,
+            ip,
+            media_type,
+            at,
+        }) => {
+            let url = video_server::app::sign(&config, cdn, path, *ip, media_type.as_deref(), *at)
+                .context("cannot sign")?;
+            println!("{url}");
+            return Ok(());
+        }
+        None => {}
     }
 
     // Registered before the server starts, so a signal during start-up is not lost.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     let app = App::start(config).context("cannot start video-server")?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            tracing::info!(signal, "shutting down");
+            break;
+        }
+        match app.reload_signing() {
+            Ok(cdns) => tracing::info!(?cdns, "SIGHUP: reloaded the CDN and API key files"),
+            Err(error) => tracing::error!(
+                %error,
+                "SIGHUP: the new configuration was refused; still signing with the previous one"
+            ),
+        }
     }
     let summary = app.shutdown();
     tracing::info!(?summary, "stopped");

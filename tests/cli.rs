@@ -79,6 +79,8 @@ fn help_explains_every_option_and_its_environment_variable() {
         ),
         ("--catalog-refresh-ms", "VIDEO_SERVER_CATALOG_REFRESH_MS"),
         ("--views-cache-ms", "VIDEO_SERVER_VIEWS_CACHE_MS"),
+        ("--signing-policy", "VIDEO_SERVER_SIGNING_POLICY"),
+        ("--api-keys", "VIDEO_SERVER_API_KEYS"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

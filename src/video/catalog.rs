@@ -24,6 +24,8 @@ pub struct CatalogEntry {
     video_id: Box<str>,
     /// The response body of `GET /video/:videoId`, rendered once.
     body: Box<[u8]>,
+    /// Each source's `src`, for `--signing-policy catalog`.
+    sources: Box<[Box<str>]>,
     /// Views of this video the store has committed (loaded at start, then advanced by the
     /// batch writer, or set from a remote store's count by the catalog refresher).
     persisted_views: AtomicU64,
@@ -39,6 +41,11 @@ impl CatalogEntry {
         CatalogEntry {
             video_id: video.video_id.as_ref().into(),
             body: body.into_boxed_slice(),
+            sources: video
+                .sources
+                .iter()
+                .map(|source| source.src.as_ref().into())
+                .collect(),
             persisted_views: AtomicU64::new(persisted_views),
             count_wanted: AtomicBool::new(false),
         }
@@ -51,6 +58,11 @@ impl CatalogEntry {
     /// The JSON document, as `GET /video/:videoId` returns it.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// Whether `src` is one of this video's sources.
+    pub fn has_source(&self, src: &str) -> bool {
+        self.sources.iter().any(|known| known.as_ref() == src)
     }
 
     pub fn persisted_views(&self) -> u64 {
@@ -140,6 +152,8 @@ mod tests {
         let entry = catalog.get("12345").expect("seeded");
         assert_eq!(entry.body(), SEED_VIDEO_JSON.as_bytes());
         assert_eq!(entry.persisted_views(), 7);
+        assert!(entry.has_source("/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4"));
+        assert!(!entry.has_source("/Big_Buck_Bunny_720p_surround_FrostWire.com"));
         entry.add_persisted_views(3);
         assert_eq!(entry.persisted_views(), 10);
         assert!(catalog.get("nope").is_none());

@@ -23,7 +23,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::json;
-use crate::token::Cdn;
+use crate::token::RequestSigner;
 
 /// Why a video document was refused. The message is what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,7 +242,7 @@ impl<'a> VideoPayload<'a> {
 
     /// Appends the document as JSON, keys in the order they were received. With a CDN,
     /// every `src` becomes its signed URL on that CDN.
-    pub fn write_json(&self, out: &mut Vec<u8>, signer: Option<&Cdn>) {
+    pub fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
         out.push(b'{');
         for (position, field) in self.order[..usize::from(self.order_len)].iter().enumerate() {
             if position > 0 {
@@ -279,7 +279,7 @@ impl<'a> VideoPayload<'a> {
 }
 
 impl SourcePayload<'_> {
-    fn write_json(&self, out: &mut Vec<u8>, signer: Option<&Cdn>) {
+    fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
         out.push(b'{');
         for (position, field) in self.order.iter().enumerate() {
             if position > 0 {
@@ -289,7 +289,7 @@ impl SourcePayload<'_> {
                 SourceField::Src => {
                     out.extend_from_slice(b"\"src\":\"");
                     match signer {
-                        Some(cdn) => cdn.write_signed_url(out, &self.src),
+                        Some(signer) => signer.write_signed_url(out, &self.src, &self.media_type),
                         None => json::write_decoded(out, &self.src),
                     }
                     out.push(b'"');
@@ -711,7 +711,7 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::default_cdns;
+    use crate::token::{default_cdns, Cdn, RequestSigner};
 
     const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny",
  "sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},
@@ -723,9 +723,10 @@ mod tests {
             .to_string()
     }
 
-    fn rendered(video: &VideoPayload<'_>, signer: Option<&Cdn>) -> serde_json::Value {
+    fn rendered(video: &VideoPayload<'_>, cdn: Option<&Cdn>) -> serde_json::Value {
         let mut out = Vec::new();
-        video.write_json(&mut out, signer);
+        let signer = cdn.map(|cdn| RequestSigner::new(cdn, 1_700_000_000, None));
+        video.write_json(&mut out, signer.as_ref());
         serde_json::from_slice(&out).expect("rendering is valid JSON")
     }
 

@@ -14,8 +14,8 @@ use prometheus::{
 };
 
 /// Status codes the server produces; anything else is counted under "other".
-const STATUSES: [u16; 13] = [
-    200, 204, 400, 404, 405, 408, 413, 415, 417, 431, 500, 501, 503,
+const STATUSES: [u16; 15] = [
+    200, 204, 400, 401, 403, 404, 405, 408, 413, 415, 417, 431, 500, 501, 503,
 ];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 /// The most routes a service may name.

@@ -103,6 +103,24 @@ impl Server {
         }
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"`…) to the running server.
+    pub fn send_signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("server still running");
+        signal(child.id(), name);
+    }
+
+    /// Waits until the log has `needle` at least `count` times; false after 10 s.
+    pub fn wait_for_log(&self, needle: &str, count: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }
@@ -119,13 +137,15 @@ impl Server {
     }
 
     pub fn post_token(&self, body: &str) -> HttpResponse {
+        self.post_token_with(body, &[])
+    }
+
+    /// `POST /video/token` with extra headers.
+    pub fn post_token_with(&self, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
         let mut client = self.connect();
-        client.send_request(
-            "POST",
-            "/video/token",
-            &[("Content-Type", "application/json")],
-            Some(body),
-        );
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        client.send_request("POST", "/video/token", &all, Some(body));
         client.read_response()
     }
 
@@ -180,6 +200,27 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     let rest = &line[start..];
     let end = rest.find(' ').unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// An external program a test checks our output against (nginx, openssl), or `None` after
+/// a loud notice when this machine lacks it. Under CI (`CI` set) a missing tool fails the
+/// test instead: `scripts/test.sh` installs them, and CI must not pass by skipping.
+pub fn external_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        let message = format!(
+            "{name} is not installed: the test that checks our output against {name} cannot run \
+             (scripts/test.sh installs it)"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("\n*** SKIPPED: {message} ***\n");
+    }
+    found
 }
 
 pub fn signal(pid: u32, name: &str) {

@@ -99,7 +99,8 @@ def record(args):
         scenario=args.scenario,
         server=args.server,
         round=args.round,
-        param=int(args.param) if args.param else None,
+        # A count or rate, or a name (the signing scheme of scheme-wrk).
+        param=(int(args.param) if args.param.isdigit() else args.param) or None,
         rps=result["requests"] / result["seconds"],
         cpu_us_per_request=cpu_seconds * 1e6 / max(result["requests"], 1),
         cpu_seconds=cpu_seconds,
@@ -251,6 +252,13 @@ def report(args):
             + f" µs (max/min {high / low:.2f}) | {verdict(high / low <= 1.5)} |")
     say("")
 
+    scheme_lines(rec, say)
+    if not rec.load("token-wrk", "video-server"):
+        # A --schemes-only run: nothing else was measured.
+        with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
+            section.write("\n".join(lines) + "\n")
+        return
+
     say("#### Side by side (closed loop)")
     say("")
     say("| scenario | server | req/s | p50 ms | p99 ms | errors | server CPU µs/req | steal % |")
@@ -319,6 +327,27 @@ def report(args):
     with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
         section.write("\n".join(lines) + "\n")
     write_plots(rec, args.out, rate, node_rate, sources, conns)
+
+
+def scheme_lines(rec, say):
+    """Token CPU per request by signing scheme, each round's figure divided by the same
+    round's md5 figure (the servers ran one after the other, under the same load)."""
+    schemes = [r["param"] for r in rec.load("scheme-wrk", "video-server") if r["round"] == 1]
+    if not schemes:
+        return
+    say("#### Token route by signing scheme (wrk -t1 -c100, contract body, one CDN)")
+    say("")
+    say("| scheme | req/s | server CPU µs/req | × md5 (same round) | errors |")
+    say("| --- | ---: | ---: | ---: | ---: |")
+    md5 = {r["round"]: r["cpu_us_per_request"] for r in rec.load("scheme-wrk", "video-server", "md5")}
+    for scheme in schemes:
+        entries = rec.load("scheme-wrk", "video-server", scheme)
+        ratios = [r["cpu_us_per_request"] / md5[r["round"]] for r in entries if r["round"] in md5]
+        say(f"| {scheme} | {fmt(rec.median('rps', 'scheme-wrk', 'video-server', scheme), 0)} "
+            f"| {fmt(rec.median('cpu_us_per_request', 'scheme-wrk', 'video-server', scheme))} "
+            f"| {fmt(statistics.median(ratios) if ratios else None, 2, '×')} "
+            f"| {sum(r['errors'] for r in entries)} |")
+    say("")
 
 
 def median_round(entries, key):

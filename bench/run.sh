@@ -2,9 +2,10 @@
 # The benchmark run: every performance target of the project, measured side by side in one
 # run, with the results table, plots and raw outputs written to bench/results/<time>/.
 #
-#   bench/run.sh                     # RUNS=3 rounds; about 15 minutes
+#   bench/run.sh                     # RUNS=3 rounds; about 17 minutes
 #   bench/run.sh --update-readme     # also rewrites README.md's performance section and
 #                                    # the plots it shows (bench/plots/*.svg)
+#   bench/run.sh --schemes-only      # only the per-scheme token runs (about 3 minutes)
 #   RUNS=5 DURATION=20 bench/run.sh  # longer
 #
 # Each round starts each server fresh, pinned to SERVER_CPU with taskset; every load
@@ -16,6 +17,8 @@
 #                 token-openloop at NODE_RATE (the baseline's rate, for the latency curves)
 #                 sources-wrk           token bodies with 1, 2, 4, … 64 sources
 #                 connections-wrk       token route with 10, 100, 1,000, 10,000 connections
+#                 scheme-wrk            token route, wrk -t1 -c100, one fresh server per
+#                                       signing scheme (bench/cdns/<scheme>.json), md5 first
 #   minihttp      plaintext-wrk, plaintext-openloop   may_minihttp's hello world: the
 #                 runtime's ceiling, and the latency tail the machine allows at RATE
 #   node          token-autocannon, token-wrk, video-wrk, token-openloop at NODE_RATE
@@ -33,9 +36,11 @@ root="$(dirname "$here")"
 cd "$root"
 
 update_readme=0
+schemes_only=0
 for argument in "$@"; do
   case "$argument" in
     --update-readme) update_readme=1 ;;
+    --schemes-only) schemes_only=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $argument (try --help)" >&2; exit 2 ;;
   esac
@@ -50,6 +55,7 @@ NODE_RATE="${NODE_RATE:-2000}"
 SOURCES="${SOURCES:-1 2 4 8 16 32 64}"
 CONNECTIONS="${CONNECTIONS:-10 100 1000 10000}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-10000}"
+SCHEMES="${SCHEMES:-md5 sha256 nginx akamai cloudfront google bunny}"
 SERVER_CPU="${SERVER_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 VS_PORT="${VS_PORT:-3902}"
@@ -147,6 +153,9 @@ measure() { # scenario server pid port round [param]
     token-wrk | video-wrk | plaintext-wrk)
       "${load[@]}" wrk -t1 -c100 -d"${DURATION}s" -s "bench/wrk/${scenario%-wrk}.lua" "$url" \
         >"$raw" 2>&1 ;;
+    scheme-wrk)
+      "${load[@]}" wrk -t1 -c100 -d"${SWEEP_DURATION}s" -s bench/wrk/token.lua "$url" \
+        >"$raw" 2>&1 ;;
     sources-wrk)
       BODY_FILE="$out/bodies/$param.json" "${load[@]}" wrk -t1 -c100 -d"${SWEEP_DURATION}s" \
         -s bench/wrk/body.lua "$url" >"$raw" 2>&1 ;;
@@ -183,7 +192,26 @@ measure() { # scenario server pid port round [param]
     --cpus "$(nproc)" "${window[@]}" >>"$records"
 }
 
+measure_schemes() { # round: a fresh server per signing scheme, the token route under wrk
+  local round=$1 scheme data_dir vs_pid
+  for scheme in $SCHEMES; do
+    echo "round $round/$RUNS: video-server signing with $scheme" >&2
+    data_dir="$(mktemp -d)"
+    taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$VS_PORT" \
+      --data-dir "$data_dir" --cdns "$here/cdns/$scheme.json" --log-level warn \
+      2>"$out/video-server-$scheme-$round.log" &
+    vs_pid=$!
+    wait_ready "$VS_PORT" "$vs_pid"
+    taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" -s bench/wrk/token.lua "http://127.0.0.1:$VS_PORT" >/dev/null
+    measure scheme-wrk video-server "$vs_pid" "$VS_PORT" "$round" "$scheme"
+    stop_server "$vs_pid"
+    rm -rf "$data_dir"
+  done
+}
+
 for round in $(seq 1 "$RUNS"); do
+  measure_schemes "$round"
+  [ "$schemes_only" = 1 ] && continue
   echo "round $round/$RUNS: video-server" >&2
   data_dir="$(mktemp -d)"
   taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$VS_PORT" \
@@ -236,19 +264,25 @@ for round in $(seq 1 "$RUNS"); do
   stop_server "$node_pid"
 done
 
-echo "idle keep-alive connections: $IDLE_CONNECTIONS" >&2
-python3 "$here/idle_connections.py" "$IDLE_CONNECTIONS" >"$out/idle.txt"
-grep '^IDLE_JSON ' "$out/idle.txt" | sed 's/^IDLE_JSON //' >>"$records"
+if [ "$schemes_only" = 0 ]; then
+  echo "idle keep-alive connections: $IDLE_CONNECTIONS" >&2
+  python3 "$here/idle_connections.py" "$IDLE_CONNECTIONS" >"$out/idle.txt"
+  grep '^IDLE_JSON ' "$out/idle.txt" | sed 's/^IDLE_JSON //' >>"$records"
+fi
 
+settings="RUNS=$RUNS DURATION=$DURATION SWEEP_DURATION=$SWEEP_DURATION RATE=$RATE NODE_RATE=$NODE_RATE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU"
+[ "$schemes_only" = 1 ] && settings="$settings --schemes-only"
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'))"
 python3 "$here/report.py" report --records "$records" --out "$out" --machine "$machine" \
-  --settings "RUNS=$RUNS DURATION=$DURATION SWEEP_DURATION=$SWEEP_DURATION RATE=$RATE NODE_RATE=$NODE_RATE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU" \
+  --settings "$settings" \
   --run-dir "bench/results/$(basename "$out")" --date "$started_at"
 for plot in "$out"/*.gp; do
   (cd "$out" && gnuplot "$(basename "$plot")")
 done
 cat "$out/performance.md"
-if [ "$update_readme" = 1 ]; then
+if [ "$update_readme" = 1 ] && [ "$schemes_only" = 1 ]; then
+  echo "--update-readme needs the whole run: README.md left as it is" >&2
+elif [ "$update_readme" = 1 ]; then
   mkdir -p "$here/plots"
   cp "$out"/*.svg "$here/plots/"
   python3 "$here/report.py" readme --section "$out/performance.md" --readme README.md

@@ -1,12 +1,16 @@
 //! Micro-benchmarks of the token request's hot path, piece by piece:
-//! signing (MD5 and SHA-256), payload validation, response rendering, and the whole
-//! parse-sign-render handler body. Run with `cargo bench --bench hot_path`.
+//! signing (the contract's MD5 and SHA-256, then one source in every scheme of
+//! `bench/cdns/`), payload validation, response rendering, and the whole parse-sign-render
+//! handler body. Run with `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use video_server::token::{default_cdns, write_token, ContractHash, RequestSigner};
+use std::borrow::Cow;
+use std::path::Path;
+
+use video_server::token::{default_cdns, load_cdns, write_token, ContractHash, RequestSigner};
 use video_server::video::parse_token_request;
 
 const CONTRACT_BODY: &[u8] = br#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
@@ -31,6 +35,47 @@ fn signing(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+    }
+    group.finish();
+}
+
+/// One source signed by each scheme's bench CDN, as a token request signs it.
+fn signing_by_scheme(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sign one source, by scheme");
+    let mut out = Vec::with_capacity(1024);
+    let cdn_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/cdns");
+    for scheme in [
+        "md5",
+        "sha256",
+        "nginx",
+        "akamai",
+        "cloudfront",
+        "google",
+        "bunny",
+    ] {
+        let cdns = load_cdns(&cdn_dir.join(format!("{scheme}.json"))).expect("bench CDN file");
+        let signer = RequestSigner::new(&cdns[0], 1_700_000_000, None);
+        let src = Cow::Borrowed(SRC);
+        group.bench_function(scheme, |b| {
+            b.iter(|| {
+                out.clear();
+                signer.write_signed_url(&mut out, black_box(&src), "video/mp4");
+                black_box(&out);
+            })
+        });
+        if scheme == "cloudfront" {
+            // Every call a resource not seen before: the RSA signature itself.
+            let mut counter = 0u64;
+            group.bench_function("cloudfront, signature not cached", |b| {
+                b.iter(|| {
+                    counter += 1;
+                    out.clear();
+                    let src = Cow::Owned(format!("/uncached/{counter}.mp4"));
+                    signer.write_signed_url(&mut out, &src, "video/mp4");
+                    black_box(&out);
+                })
+            });
+        }
     }
     group.finish();
 }
@@ -77,5 +122,12 @@ fn whole_handler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signing, validation, rendering, whole_handler);
+criterion_group!(
+    benches,
+    signing,
+    signing_by_scheme,
+    validation,
+    rendering,
+    whole_handler
+);
 criterion_main!(benches);

@@ -202,6 +202,12 @@ def report(args):
         f"is the median of {rounds} rounds. Raw outputs: `{args.run_dir}/` (not committed; "
         f"rerun to reproduce).")
     say("")
+    if not rec.load("token-wrk", "video-server"):
+        # A --schemes-only run: nothing else was measured.
+        scheme_lines(rec, say)
+        with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
+            section.write("\n".join(lines) + "\n")
+        return
     say("#### Targets")
     say("")
     say("| target | goal | measured | |")
@@ -253,11 +259,6 @@ def report(args):
     say("")
 
     scheme_lines(rec, say)
-    if not rec.load("token-wrk", "video-server"):
-        # A --schemes-only run: nothing else was measured.
-        with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
-            section.write("\n".join(lines) + "\n")
-        return
 
     say("#### Side by side (closed loop)")
     say("")

@@ -277,6 +277,7 @@ python3 "$here/report.py" report --records "$records" --out "$out" --machine "$m
   --settings "$settings" \
   --run-dir "bench/results/$(basename "$out")" --date "$started_at"
 for plot in "$out"/*.gp; do
+  [ -e "$plot" ] || continue # a --schemes-only run draws no plot
   (cd "$out" && gnuplot "$(basename "$plot")")
 done
 cat "$out/performance.md"

@@ -2,7 +2,7 @@
 //!
 //! | route | methods | handler |
 //! | --- | --- | --- |
-//! | `/video/token` | POST | validate the video, sign every source for the next CDN |
+//! | `/video/token` | POST | check the API key (401) and the video (400, and 403 under `--signing-policy catalog`), then sign every source for the next CDN |
 //! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view |
 //! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far |
 //! | `/healthz` | GET, HEAD | `{"status":"ok"}` |

@@ -9,7 +9,9 @@
 //!   graceful stop). Knows nothing of videos; the application plugs in as a [`http::Service`].
 //! - [`api`]: the routes and their handlers.
 //! - [`video`]: the video document (strict parsing, rendering) and the in-memory catalog.
-//! - [`token`]: URL signing schemes, CDNs and the round robin over them.
+//! - [`token`]: the CDN file, the round robin over CDNs, one module per signing scheme a CDN
+//!   verifies (the contract's md5/sha256, nginx, Akamai, CloudFront, Google, bunny.net), and
+//!   who may sign (API keys, the catalog policy).
 //! - [`views`]: the view event, the non-blocking bus and the batch writer thread.
 //! - [`store`]: the [`store::ViewStore`] trait, the embedded SQLite store, and ScyllaDB
 //!   behind a resilient wrapper (retry, local outbox, replay) with a catalog refresher.

@@ -296,31 +296,29 @@ impl<'c> RequestSigner<'c> {
     #[allow(clippy::ptr_arg)] // borrowed or owned is the information used
     pub fn write_signed_url(&self, out: &mut Vec<u8>, src: &Cow<'_, str>, media_type: &str) {
         let cdn = self.cdn;
+        crate::json::write_escaped(out, &cdn.address);
+        if let Signer::Contract(hash, key) = &cdn.signer {
+            // The contract: `?token=` even after an existing query, exactly as the old service.
+            crate::json::write_decoded(out, src);
+            out.extend_from_slice(b"?token=");
+            legacy::write_token(out, *hash, src, key);
+            return;
+        }
         let client_ip = if cdn.bind_ip { self.client_ip } else { None };
         let grant = Grant::new(src, media_type, self.now, cdn.ttl_seconds, client_ip);
-        crate::json::write_escaped(out, &cdn.address);
         if let Signer::Bunny(signer) = &cdn.signer {
             // Bunny moves the source's own query parameters behind its token.
             return signer.write_path_and_query(out, &grant);
         }
         crate::json::write_decoded(out, src);
+        let query = &mut QueryWriter::new(out, &grant);
         match &cdn.signer {
-            // The contract: `?token=` even after an existing query, exactly as the old service.
-            Signer::Contract(hash, key) => {
-                out.extend_from_slice(b"?token=");
-                legacy::write_token(out, *hash, src, key);
-            }
-            Signer::Nginx(signer) => signer.write_query(&mut QueryWriter::new(out, &grant), &grant),
-            Signer::Akamai(signer) => {
-                signer.write_query(&mut QueryWriter::new(out, &grant), &grant)
-            }
-            Signer::CloudFront(signer) => {
-                signer.write_query(&mut QueryWriter::new(out, &grant), &grant, &cdn.address)
-            }
-            Signer::Google(signer) => {
-                signer.write_query(&mut QueryWriter::new(out, &grant), &grant, &cdn.address)
-            }
-            Signer::Bunny(_) => {}
+            Signer::Nginx(signer) => signer.write_query(query, &grant),
+            Signer::Akamai(signer) => signer.write_query(query, &grant),
+            Signer::CloudFront(signer) => signer.write_query(query, &grant, &cdn.address),
+            Signer::Google(signer) => signer.write_query(query, &grant, &cdn.address),
+            // Written above.
+            Signer::Contract(..) | Signer::Bunny(_) => {}
         }
     }
 

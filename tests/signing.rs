@@ -60,6 +60,13 @@ fn param<'u>(url: &'u str, name: &str) -> &'u str {
         .unwrap_or_else(|| panic!("{name} missing from {url}"))
 }
 
+/// Writes a file for a test (a CDN file, API keys) and gives its path.
+fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write a test file");
+    path
+}
+
 /// `video-server sign …`.
 fn sign(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_video-server"))
@@ -235,16 +242,15 @@ fn nginx_serves_our_urls_and_refuses_tampered_expired_and_misbound_ones() {
     };
     let nginx = Nginx::start(&binary);
     let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = dir.path().join("cdns.json");
-    std::fs::write(
-        &cdns,
+    let cdns = write_file(
+        dir.path(),
+        "cdns.json",
         format!(
             r#"[{{"name":"edge-bound","address":"{base}","scheme":"nginx","key":"{NGINX_SECRET}","bind_ip":true,"ttl_seconds":600}},
                 {{"name":"edge-open","address":"{base}","scheme":"nginx","key":"{NGINX_SECRET}"}}]"#,
             base = nginx.base()
         ),
-    )
-    .expect("write cdns");
+    );
     let cdns = cdns.to_str().expect("UTF-8");
     let server = Server::start(&["--cdns", cdns]);
 
@@ -447,15 +453,14 @@ fn openssl_verifies_cloudfront_signatures_canned_custom_and_ip_bound() {
     assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
 
     let base = "https://d111111abcdef8.cloudfront.net";
-    let cdns = openssl.dir.path().join("cdns.json");
-    std::fs::write(
-        &cdns,
+    let cdns = write_file(
+        openssl.dir.path(),
+        "cdns.json",
         format!(
             r#"[{{"name":"cf","address":"{base}","scheme":"cloudfront","key_file":"private.pem","key_id":"K2JCJMDEHXQW5F"}},
                 {{"name":"cf-bound","address":"{base}","scheme":"cloudfront","key_file":"private-pkcs1.pem","key_id":"K2JCJMDEHXQW5F","bind_ip":true,"ttl_seconds":7200}}]"#
         ),
-    )
-    .expect("write cdns");
+    );
     let server = Server::start(&["--cdns", cdns.to_str().expect("UTF-8")]);
     let body = token_body(
         "v",
@@ -553,8 +558,11 @@ const CONTRACT_SOURCE_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com
 #[test]
 fn api_keys_guard_the_token_route_only() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = dir.path().join("api-keys");
-    std::fs::write(&keys, "# the player team\nplayer-key-0123456789\n").expect("write keys");
+    let keys = write_file(
+        dir.path(),
+        "api-keys",
+        "# the player team\nplayer-key-0123456789\n",
+    );
     let server = Server::start(&["--api-keys", keys.to_str().expect("UTF-8")]);
 
     let missing = server.post_token(common::CONTRACT_BODY);
@@ -731,12 +739,11 @@ fn the_sign_command_prints_urls_and_names_what_is_missing() {
         format!("https://d2usdis6r1u782.cloudfront.net{CONTRACT_SOURCE_1080}?token=c6346e68c6808c506faa8851ca0f6aef")
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = dir.path().join("cdns.json");
-    std::fs::write(
-        &cdns,
+    let cdns = write_file(
+        dir.path(),
+        "cdns.json",
         r#"[{"name":"akamai","address":"https://a.example","scheme":"akamai","key":"7a5c2be9f42a1f32cd889d1cf775f05d0cd162bd2871d00fe705ab28c9bba5a5","bind_ip":true,"ttl_seconds":604800}]"#,
-    )
-    .expect("write cdns");
+    );
     let cdns = cdns.to_str().expect("UTF-8");
     // A manifest's token covers its folder; the clock is the one given.
     let url = signed_by_cli(&[
@@ -773,4 +780,30 @@ fn the_sign_command_prints_urls_and_names_what_is_missing() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn bound_tokens_carry_the_forwarded_client_behind_a_trusted_proxy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cdns = write_file(
+        dir.path(),
+        "cdns.json",
+        r#"[{"name":"akamai","address":"https://a.example","scheme":"akamai","key":"0a1b2c3d","bind_ip":true}]"#,
+    );
+    let cdns = cdns.to_str().expect("UTF-8");
+    let body = token_body("v", &[("/films/a.mp4", "video/mp4")]);
+    let forwarded = [("X-Forwarded-For", "203.0.113.9, 127.0.0.1")];
+
+    // The peer 127.0.0.1 is a trusted proxy: the address it forwards is the client's.
+    let behind_proxy = Server::start(&["--cdns", cdns, "--trusted-proxies", "127.0.0.1"]);
+    let url = signed_sources(&behind_proxy.post_token_with(&body, &forwarded)).remove(0);
+    assert!(url.contains("?__token__=ip=203.0.113.9~st="), "{url}");
+    // Without the header, the peer itself.
+    let url = signed_sources(&behind_proxy.post_token(&body)).remove(0);
+    assert!(url.contains("?__token__=ip=127.0.0.1~st="), "{url}");
+
+    // An untrusted peer cannot choose the address its token is bound to.
+    let direct = Server::start(&["--cdns", cdns]);
+    let url = signed_sources(&direct.post_token_with(&body, &forwarded)).remove(0);
+    assert!(url.contains("?__token__=ip=127.0.0.1~st="), "{url}");
 }

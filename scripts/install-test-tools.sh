@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
 # Installs, if missing, the programs the tests check our output against:
-#   nginx    Debian's nginx, whose secure_link module verifies the "nginx" scheme's URLs
+#   nginx    Debian's nginx: its secure_link module verifies the "nginx" scheme's URLs, and
+#            its proxy_cache plays the CDN in front of the server
 #   openssl  verifies the "cloudfront" scheme's RSA signatures
-# Idempotent; needs root or sudo only when something is missing.
+#   redbot   REDbot, the HTTP linter (PyPI, pinned), judges our caching headers; it goes
+#            into a virtual environment under target/test-tools (cargo clean removes it)
+# Idempotent; needs root or sudo only when a Debian package is missing.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+REDBOT_VERSION="2.7.1"
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-test-tools: please install ${missing[*]} (no apt-get here)" >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  }
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-tools: please install ${missing[*]} (no apt-get here)" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} (Debian packages) for the verifier tests" >&2
+  as_root apt-get update -qq
+  # The package's service is never started: the tests run nginx themselves, on a free port.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
-echo "installing ${missing[*]} (Debian packages) for the verifier tests" >&2
-as_root apt-get update -qq
-# The package's service is never started: the tests run nginx themselves, on a free port.
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  "${missing[@]}" >/dev/null
+
+tools="$root/target/test-tools"
+venv="$tools/redbot"
+if [ ! -x "$tools/bin/redbot" ] || ! "$venv/bin/pip" show redbot 2>/dev/null | grep -qx "Version: $REDBOT_VERSION"; then
+  echo "installing redbot $REDBOT_VERSION (PyPI) into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "redbot==$REDBOT_VERSION"
+  mkdir -p "$tools/bin"
+  ln -sf "$venv/bin/redbot" "$tools/bin/redbot"
+fi

@@ -1,27 +1,35 @@
 //! The endpoints: routing a request to its handler, and the handlers themselves.
 //!
-//! | route | methods | handler |
-//! | --- | --- | --- |
-//! | `/video/token` | POST | check the API key (401) and the video (400, and 403 under `--signing-policy catalog`), then sign every source for the next CDN |
-//! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view |
-//! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far |
-//! | `/healthz` | GET, HEAD | `{"status":"ok"}` |
-//! | `/metrics` | GET, HEAD | Prometheus text format |
-//! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against |
+//! | route | methods | handler | `Cache-Control` |
+//! | --- | --- | --- | --- |
+//! | `/video/token` | POST | check the API key (401) and the video (400, and 403 under `--signing-policy catalog`), then sign every source for the next CDN | `no-store` |
+//! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view, a 304 included | `private, no-cache` + `ETag` |
+//! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far | `no-cache` + `ETag` |
+//! | `/healthz` | GET, HEAD | `{"status":"ok"}` | `no-store` |
+//! | `/metrics` | GET, HEAD | Prometheus text format | `no-store` |
+//! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against | `no-store` |
 //!
-//! Every path answers `OPTIONS` (a CORS preflight) with 204, and any other method with 405
-//! and `Allow`. `GET /video/token` is a catalog lookup for the id `token`, as it was for the
+//! Caching is chosen for what a route does. A play (`GET /video/:videoId`) must reach us to
+//! be counted: shared caches (a CDN in front of us) may not store it at all (`private`),
+//! and a browser that does must ask us again before each use (`no-cache`); the `ETag` lets
+//! that revalidation be a `304 Not Modified` without a body, and it still counts. A count
+//! may be stored by any cache but is revalidated before each use, so it is never stale.
+//! Tokens, health, metrics and every error are `no-store`: a cached signed URL or a cached
+//! 503 would be wrong for the next client. Every path answers `OPTIONS` (a CORS preflight) with 204, and any other method
+//! with 405 and `Allow`. `GET /video/token` is a catalog lookup for the id `token`, as it was for the
 //! old service's clients. Every handler writes straight into the connection's response
 //! buffer; nothing here blocks (a view is handed to the bus with a non-blocking send).
 
 use std::borrow::Cow;
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::http::{HttpError, Request, Response, Service};
+use crate::cors::CorsOrigins;
+use crate::http::{conditional, HttpError, Request, Response, Service};
 use crate::json;
 use crate::metrics::Metrics;
 use crate::token::access::Refusal;
@@ -115,6 +123,8 @@ pub struct VideoApi {
     metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpNet>,
+    /// Which origins browsers may read our responses from.
+    cors: CorsOrigins,
     /// CORS headers, sent on every response.
     common_headers: Vec<u8>,
 }
@@ -127,13 +137,9 @@ impl VideoApi {
         views: ViewBus,
         metrics: Arc<Metrics>,
         trusted_proxies: Vec<IpNet>,
+        cors: CorsOrigins,
     ) -> Self {
-        // A browser's `*` never covers Authorization: name it when the route needs it.
-        let common_headers: &[u8] = if signing.load().api_keys.is_some() {
-            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *, Authorization\r\n"
-        } else {
-            b"Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n"
-        };
+        let common_headers = cors.common_headers(signing.load().api_keys.is_some());
         VideoApi {
             catalog,
             signing,
@@ -141,7 +147,8 @@ impl VideoApi {
             views,
             metrics,
             trusted_proxies,
-            common_headers: common_headers.to_vec(),
+            cors,
+            common_headers,
         }
     }
 
@@ -156,17 +163,23 @@ impl VideoApi {
             // GET /video/token looks up the video whose id is "token", as Express did.
             Route::Token if is_get => self.serve_video("token", request, response),
             Route::Video(id) if is_get => self.serve_video(id, request, response),
-            Route::VideoViews(id) if is_get => self.serve_view_count(id, response),
+            Route::VideoViews(id) if is_get => self.serve_view_count(id, request, response),
             Route::Health if is_get => {
-                response.set_content_type("application/json");
+                response
+                    .set_content_type("application/json")
+                    .set_cache_control(NEVER_STORE);
                 response.body.extend_from_slice(br#"{"status":"ok"}"#);
             }
             Route::Metrics if is_get => {
-                response.set_content_type(Metrics::content_type());
+                response
+                    .set_content_type(Metrics::content_type())
+                    .set_cache_control(NEVER_STORE);
                 self.metrics.render(&mut response.body);
             }
             Route::Plaintext if is_get => {
-                response.set_content_type("text/plain");
+                response
+                    .set_content_type("text/plain")
+                    .set_cache_control(NEVER_STORE);
                 response.body.extend_from_slice(b"Hello, World!");
             }
             Route::NotFound => {
@@ -215,7 +228,9 @@ impl VideoApi {
         let cdn = signing.cdns.next();
         let client_ip = cdn.binds_ip().then(|| self.client_ip(request));
         let signer = RequestSigner::new(cdn, unix_now(), client_ip);
-        response.set_content_type("application/json");
+        response
+            .set_content_type("application/json")
+            .set_cache_control(NEVER_STORE);
         video.write_json(&mut response.body, Some(&signer));
     }
 
@@ -249,8 +264,11 @@ impl VideoApi {
             response.set_json_error(404, &format!("video {id:?} not found"));
             return;
         };
-        response.set_content_type("application/json");
-        response.body.extend_from_slice(entry.body());
+        if !revalidate(request, entry.etag(), PLAY, response) {
+            response.set_content_type("application/json");
+            response.body.extend_from_slice(entry.body());
+        }
+        // A revalidation is a play too: a cache in front of us asks before each one.
         if request.method == "GET" {
             let client_ip = self.client_ip(request);
             self.views
@@ -260,7 +278,7 @@ impl VideoApi {
 
     /// `GET /video/:videoId/views`: read from memory, kept current by the batch writer
     /// (embedded store) or by the catalog refresher, which this request nudges (ScyllaDB).
-    fn serve_view_count(&self, raw_id: &str, response: &mut Response) {
+    fn serve_view_count(&self, raw_id: &str, request: &Request<'_>, response: &mut Response) {
         let id = decode_segment(raw_id);
         let catalog = self.catalog.load();
         let Some(entry) = catalog.get(&id) else {
@@ -268,12 +286,25 @@ impl VideoApi {
             return;
         };
         entry.want_count();
+        let views = entry.persisted_views();
+        // The count is the whole of what changes: it makes the tag (`"v12"`), on the stack.
+        let mut tag = [0u8; 24];
+        let unused = {
+            let mut rest = &mut tag[..];
+            // 24 bytes hold any u64 with its quotes.
+            let _ = write!(rest, "\"v{views}\"");
+            rest.len()
+        };
+        let etag = std::str::from_utf8(&tag[..tag.len() - unused]).unwrap_or_default();
+        if revalidate(request, etag, REVALIDATE, response) {
+            return;
+        }
         response.set_content_type("application/json");
         let body = &mut response.body;
         body.extend_from_slice(b"{\"videoId\":");
         json::write_string(body, entry.video_id());
         body.extend_from_slice(b",\"views\":");
-        json::write_u64(body, entry.persisted_views());
+        json::write_u64(body, views);
         body.push(b'}');
     }
 
@@ -311,6 +342,9 @@ impl Service for VideoApi {
         let started = Instant::now();
         let route = route(request.path());
         self.dispatch(route, request, response);
+        if let Some(origin) = self.cors.allowed_origin(request.header("origin")) {
+            response.add_header("Access-Control-Allow-Origin", origin.as_bytes());
+        }
         self.metrics
             .observe_request(route.metric_index(), response.status(), started.elapsed());
     }
@@ -332,6 +366,31 @@ impl Service for VideoApi {
     fn connection_closed(&self) {
         self.metrics.connections_open.dec();
     }
+}
+
+/// A play: only the viewer's own cache may keep it, and it asks us before every use, so
+/// each play reaches the server and is counted.
+const PLAY: &str = "private, no-cache";
+/// Responses any cache may store but must revalidate with us before every use.
+const REVALIDATE: &str = "no-cache";
+/// Responses no cache may keep. (Errors get it from [`Response::set_json_error`].)
+const NEVER_STORE: &str = "no-store";
+
+/// Sets the validator and caching of a revalidated resource, and answers `304 Not Modified`
+/// (returning true) when the request's `If-None-Match` already holds `etag`.
+fn revalidate(
+    request: &Request<'_>,
+    etag: &str,
+    cache_control: &'static str,
+    response: &mut Response,
+) -> bool {
+    response.set_cache_control(cache_control);
+    response.add_header("ETag", etag.as_bytes());
+    let not_modified = conditional::none_match(request, etag);
+    if not_modified {
+        response.set_status(304);
+    }
+    not_modified
 }
 
 /// A 401 that says what was wrong and how to authenticate.

@@ -160,6 +160,7 @@ impl App {
             bus,
             Arc::clone(&metrics),
             config.trusted_proxies.0.clone(),
+            config.cors_origins.clone(),
         );
         let http_config = config.http();
         let http = http::start(config.listen, http_config.clone(), Arc::new(api))?;
@@ -181,6 +182,7 @@ impl App {
             idle_timeout_ms = config.idle_timeout_ms,
             request_timeout_ms = config.request_timeout_ms,
             trusted_proxies = ?config.trusted_proxies.0,
+            cors_origins = ?config.cors_origins,
             "listening"
         );
         Ok(App {

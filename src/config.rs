@@ -14,6 +14,7 @@ use scylla::statement::Consistency;
 
 use crate::store::scylla::{Replication, ScyllaConfig};
 
+use crate::cors::CorsOrigins;
 use crate::http::{HttpConfig, Limits};
 use crate::token::SigningPolicy;
 use crate::views::BatchLimits;
@@ -137,6 +138,14 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_TRUSTED_PROXIES", default_value = "",
           value_parser = parse_trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
+
+    /// Web origins whose pages may read our responses (CORS), comma separated, e.g.
+    /// "https://app.example.com,https://admin.example.com". Listed origins are answered
+    /// with their own Access-Control-Allow-Origin and every response carries Vary: Origin;
+    /// other origins get none. Default "*": any origin, exactly the old service's headers.
+    #[arg(long, env = "VIDEO_SERVER_CORS_ORIGINS", default_value = "*",
+          value_parser = CorsOrigins::parse)]
+    pub cors_origins: CorsOrigins,
 
     /// Where views are written: "embedded" (SQLite under --data-dir) or "scylla" (a ScyllaDB
     /// cluster, with a local outbox under --data-dir while the cluster is unreachable).

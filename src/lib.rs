@@ -7,7 +7,8 @@
 //! - [`config`]: command-line flags and environment variables.
 //! - [`http`]: our HTTP/1.1 server on `may` coroutines (connections, parsing, limits,
 //!   graceful stop). Knows nothing of videos; the application plugs in as a [`http::Service`].
-//! - [`api`]: the routes and their handlers.
+//! - [`api`]: the routes and their handlers, and how caches may keep each route's answers.
+//! - [`cors`]: which web origins may read those answers (`--cors-origins`).
 //! - [`video`]: the video document (strict parsing, rendering) and the in-memory catalog.
 //! - [`token`]: the CDN file, the round robin over CDNs, one module per signing scheme a CDN
 //!   verifies (the contract's md5/sha256, nginx, Akamai, CloudFront, Google, bunny.net), and
@@ -29,6 +30,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod cors;
 pub mod http;
 pub mod json;
 pub mod metrics;

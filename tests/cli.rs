@@ -81,6 +81,7 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--views-cache-ms", "VIDEO_SERVER_VIEWS_CACHE_MS"),
         ("--signing-policy", "VIDEO_SERVER_SIGNING_POLICY"),
         ("--api-keys", "VIDEO_SERVER_API_KEYS"),
+        ("--cors-origins", "VIDEO_SERVER_CORS_ORIGINS"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

@@ -8,14 +8,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::nginx::{Nginx, NginxSite};
 use common::{external_tool, Server};
 
 const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -91,132 +91,13 @@ fn signed_by_cli(args: &[&str]) -> String {
 
 // ---- nginx ---------------------------------------------------------------------------
 
-/// Debian's nginx on a free loopback port, serving files under two `secure_link`
-/// locations: `/bound/` hashes the client's address, `/open/` does not.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
 const NGINX_SECRET: &str = "nginx-secret";
 
-impl Nginx {
-    fn start(binary: &Path) -> Nginx {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("root");
-        for (file, content) in [
-            ("bound/film.mp4", "bound film"),
-            ("bound/other.mp4", "another file"),
-            ("open/film.mp4", "open film"),
-            ("open/my film.mp4", "a name with a space"),
-        ] {
-            let path = root.join(file);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, content).expect("write file");
-        }
-        let prefix = dir.path().display().to_string();
-        // The port is found free then handed to nginx; retry if someone took it meanwhile.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("free port")
-                .port();
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, nginx_conf(&prefix, port)).expect("write nginx.conf");
-            let mut child = Command::new(binary)
-                .args(["-p", &prefix, "-e", "stderr", "-c"])
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn nginx");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if TcpStream::connect(addr).is_ok() {
-                    return Nginx {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut log = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut log);
-            }
-            eprintln!("nginx did not start on port {port}: {log}");
-        }
-        panic!("nginx did not start");
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// GETs a URL we signed, from the given source address: (status, body).
-    fn fetch(&self, url: &str, from: IpAddr) -> (u16, String) {
-        let path = url.strip_prefix(&self.base()).expect("a URL on this nginx");
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket
-            .bind(&SocketAddr::new(from, 0).into())
-            .expect("bind the source address");
-        socket.connect(&self.addr.into()).expect("connect to nginx");
-        let mut stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: cdn\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-        (status, body.to_owned())
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `location` blocks are the ones the README shows.
-fn nginx_conf(prefix: &str, port: u16) -> String {
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {prefix}/root;
+/// Debian's nginx serving files under two `secure_link` locations (the README's blocks):
+/// `/bound/` hashes the client's address, `/open/` does not.
+fn secure_link_nginx(binary: &Path) -> Nginx {
+    let locations = format!(
+        r#"
         location /bound/ {{
             secure_link $arg_md5,$arg_expires;
             secure_link_md5 "$secure_link_expires$uri$remote_addr {NGINX_SECRET}";
@@ -228,10 +109,20 @@ http {{
             secure_link_md5 "$secure_link_expires$uri {NGINX_SECRET}";
             if ($secure_link = "") {{ return 403; }}
             if ($secure_link = "0") {{ return 410; }}
-        }}
-    }}
-}}
-"#
+        }}"#
+    );
+    Nginx::start(
+        binary,
+        &NginxSite {
+            files: &[
+                ("bound/film.mp4", "bound film"),
+                ("bound/other.mp4", "another file"),
+                ("open/film.mp4", "open film"),
+                ("open/my film.mp4", "a name with a space"),
+            ],
+            http: "",
+            locations: &locations,
+        },
     )
 }
 
@@ -240,7 +131,7 @@ fn nginx_serves_our_urls_and_refuses_tampered_expired_and_misbound_ones() {
     let Some(binary) = external_tool("nginx") else {
         return;
     };
-    let nginx = Nginx::start(&binary);
+    let nginx = secure_link_nginx(&binary);
     let dir = tempfile::tempdir().expect("temp dir");
     let cdns = write_file(
         dir.path(),

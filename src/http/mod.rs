@@ -16,6 +16,7 @@
 //!
 //! The application plugs in through [`Service`]; the HTTP layer knows nothing of videos.
 
+pub mod conditional;
 mod connection;
 mod date;
 pub mod request;

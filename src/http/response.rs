@@ -14,6 +14,8 @@ use super::date::write_date;
 pub struct Response {
     status: u16,
     content_type: Option<&'static str>,
+    /// How caches may keep the response; errors are always `no-store`.
+    cache_control: Option<&'static str>,
     /// Extra header lines, each `Name: value\r\n`.
     headers: Vec<u8>,
     /// The body, written by the handler.
@@ -25,6 +27,7 @@ impl Default for Response {
         Response {
             status: 200,
             content_type: None,
+            cache_control: None,
             headers: Vec::with_capacity(128),
             body: Vec::with_capacity(1024),
         }
@@ -37,6 +40,7 @@ pub fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -80,6 +84,12 @@ impl Response {
         self
     }
 
+    /// Sets `Cache-Control` (one directive list per response).
+    pub fn set_cache_control(&mut self, directives: &'static str) -> &mut Self {
+        self.cache_control = Some(directives);
+        self
+    }
+
     /// Adds a header line. `name` and `value` must not contain CR or LF; callers pass
     /// constants or values they produced.
     pub fn add_header(&mut self, name: &str, value: &[u8]) -> &mut Self {
@@ -90,10 +100,12 @@ impl Response {
         self
     }
 
-    /// Replaces the response with a JSON error: `{"error": message}`.
+    /// Replaces the response with a JSON error: `{"error": message}`, which no cache may
+    /// keep (a cached 404 or 503 would hide a recovered server).
     pub fn set_json_error(&mut self, status: u16, message: &str) -> &mut Self {
         self.status = status;
         self.content_type = Some("application/json");
+        self.cache_control = Some("no-store");
         self.body.clear();
         crate::json::write_error(&mut self.body, message);
         self
@@ -103,6 +115,7 @@ impl Response {
     pub fn clear(&mut self) {
         self.status = 200;
         self.content_type = None;
+        self.cache_control = None;
         self.headers.clear();
         self.body.clear();
     }
@@ -125,8 +138,10 @@ impl Response {
         out.extend_from_slice(b"\r\nDate: ");
         write_date(out);
         out.extend_from_slice(b"\r\n");
-        // 1xx and 204 carry no body and no Content-Length.
-        if self.status >= 200 && self.status != 204 {
+        // 1xx, 204 and 304 carry no body; a 304's Content-Length would have to be the
+        // length of the representation it stands for, so none is sent.
+        let has_body = self.status >= 200 && self.status != 204 && self.status != 304;
+        if has_body {
             out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(digits.format(self.body.len()).as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -134,6 +149,11 @@ impl Response {
         if let Some(content_type) = self.content_type {
             out.extend_from_slice(b"Content-Type: ");
             out.extend_from_slice(content_type.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(directives) = self.cache_control {
+            out.extend_from_slice(b"Cache-Control: ");
+            out.extend_from_slice(directives.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         match connection {
@@ -144,7 +164,7 @@ impl Response {
         out.extend_from_slice(common_headers);
         out.extend_from_slice(&self.headers);
         out.extend_from_slice(b"\r\n");
-        if !head_only && self.status != 204 {
+        if !head_only && has_body {
             out.extend_from_slice(&self.body);
         }
     }
@@ -196,11 +216,25 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_json_and_clear_resets() {
+    fn not_modified_has_its_validators_and_no_body_or_length() {
+        let mut response = Response::default();
+        response.set_status(304).set_cache_control("no-cache");
+        response.add_header("ETag", b"\"abc\"");
+        let text = serialize(&response, ConnectionHeader::Default, false);
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{text}");
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.contains("\r\nCache-Control: no-cache\r\n"), "{text}");
+        assert!(text.ends_with("ETag: \"abc\"\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn errors_are_json_no_store_and_clear_resets() {
         let mut response = Response::default();
         response.body.extend_from_slice(b"partial");
         response.set_json_error(413, "too big");
         assert_eq!(response.body, br#"{"error":"too big"}"#);
+        let text = serialize(&response, ConnectionHeader::Default, false);
+        assert!(text.contains("\r\nCache-Control: no-store\r\n"), "{text}");
         response.clear();
         assert_eq!(response.status(), 200);
         assert!(response.body.is_empty());

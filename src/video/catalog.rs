@@ -24,6 +24,9 @@ pub struct CatalogEntry {
     video_id: Box<str>,
     /// The response body of `GET /video/:videoId`, rendered once.
     body: Box<[u8]>,
+    /// A strong entity tag of `body` (a hash, so equal documents share it across restarts
+    /// and servers), computed once here so that a conditional request costs a comparison.
+    etag: Box<str>,
     /// Each source's `src`, for `--signing-policy catalog`.
     sources: Box<[Box<str>]>,
     /// Views of this video the store has committed (loaded at start, then advanced by the
@@ -38,7 +41,9 @@ impl CatalogEntry {
     pub fn new(video: &VideoPayload<'_>, persisted_views: u64) -> Self {
         let mut body = Vec::with_capacity(256);
         video.write_json(&mut body, None);
+        let etag = entity_tag(&body);
         CatalogEntry {
+            etag,
             video_id: video.video_id.as_ref().into(),
             body: body.into_boxed_slice(),
             sources: video
@@ -58,6 +63,11 @@ impl CatalogEntry {
     /// The JSON document, as `GET /video/:videoId` returns it.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The `ETag` of [`CatalogEntry::body`], quotes included.
+    pub fn etag(&self) -> &str {
+        &self.etag
     }
 
     /// Whether `src` is one of this video's sources.
@@ -90,6 +100,19 @@ impl CatalogEntry {
     pub fn take_count_request(&self) -> bool {
         self.count_wanted.swap(false, Ordering::AcqRel)
     }
+}
+
+/// `"<first 16 hex digits of SHA-256(body)>"`: 64 bits tell documents apart well enough.
+fn entity_tag(body: &[u8]) -> Box<str> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let mut tag = String::with_capacity(18);
+    tag.push('"');
+    for byte in &digest[..8] {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag.push('"');
+    tag.into()
 }
 
 /// The catalog as the server holds it: replaced whole when a refresh brings a new one,
@@ -152,6 +175,8 @@ mod tests {
         let entry = catalog.get("12345").expect("seeded");
         assert_eq!(entry.body(), SEED_VIDEO_JSON.as_bytes());
         assert_eq!(entry.persisted_views(), 7);
+        // The tag is the hash of the served bytes: `sha256sum` of the seed document.
+        assert_eq!(entry.etag(), "\"d5d10806ec493748\"");
         assert!(entry.has_source("/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4"));
         assert!(!entry.has_source("/Big_Buck_Bunny_720p_surround_FrostWire.com"));
         entry.add_persisted_views(3);

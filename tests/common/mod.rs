@@ -5,6 +5,8 @@
 //! "listening" log line, so no port is guessed and nothing sleeps waiting for readiness.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -206,10 +208,17 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
 /// a loud notice when this machine lacks it. Under CI (`CI` set) a missing tool fails the
 /// test instead: `scripts/test.sh` installs them, and CI must not pass by skipping.
 pub fn external_tool(name: &str) -> Option<PathBuf> {
+    // scripts/install-test-tools.sh puts PyPI tools (redbot) under target/test-tools/bin.
+    let project_tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/bin");
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/bin".into(),
+            "/sbin".into(),
+            project_tools,
+        ])
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
     if found.is_none() {

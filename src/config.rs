@@ -112,6 +112,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
     pub max_head_bytes: u32,
 
+    /// Memory, in bytes, that request buffers of all connections together may hold; a
+    /// request that needs more gets 503 with Retry-After. Buffers grow only as bytes
+    /// arrive. Default: an eighth of the machine's memory.
+    #[arg(long, env = "VIDEO_SERVER_MAX_BUFFERED_BYTES",
+          value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub max_buffered_bytes: Option<u64>,
+
     /// Close a keep-alive connection after this many milliseconds without a request.
     #[arg(long, env = "VIDEO_SERVER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -313,6 +320,11 @@ impl Config {
             workers: self.workers.map_or(defaults.workers, usize::from),
             pin_workers: !self.no_pin,
             stack_bytes: defaults.stack_bytes,
+            max_buffered_bytes: self
+                .max_buffered_bytes
+                .map_or(defaults.max_buffered_bytes, |bytes| {
+                    usize::try_from(bytes).unwrap_or(usize::MAX)
+                }),
         }
     }
 

@@ -82,6 +82,7 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--signing-policy", "VIDEO_SERVER_SIGNING_POLICY"),
         ("--api-keys", "VIDEO_SERVER_API_KEYS"),
         ("--cors-origins", "VIDEO_SERVER_CORS_ORIGINS"),
+        ("--max-buffered-bytes", "VIDEO_SERVER_MAX_BUFFERED_BYTES"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

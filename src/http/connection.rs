@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 
+use super::budget::BufferBudget;
 use super::request::{self, keeps_alive, HttpError, Parsed};
 use super::response::{ConnectionHeader, Response};
 use super::{HttpConfig, Service};
@@ -37,19 +38,38 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Bytes received and not yet consumed: `bytes[start..end]`.
-struct InputBuffer {
+///
+/// It starts at [`INITIAL_INPUT`] and grows only as bytes arrive (doubling, never past the
+/// size of the request being received), so a request that merely declares a large
+/// `Content-Length` costs nothing until its body comes. Every byte above the starting size
+/// is reserved in the server-wide [`BufferBudget`] and given back when the buffer shrinks
+/// or the connection ends.
+struct InputBuffer<'b> {
     /// Always fully initialized (zeroed once when grown), so reads need no `unsafe`.
     bytes: Vec<u8>,
     start: usize,
     end: usize,
+    budget: &'b BufferBudget,
 }
 
-impl InputBuffer {
-    fn new() -> Self {
+/// The server-wide budget had no room for a request's next bytes.
+#[derive(Debug)]
+struct OverBudget;
+
+/// Why reading more input failed.
+enum ReadError {
+    /// The buffer may not grow (see [`BufferBudget`]).
+    OverBudget,
+    Io(io::Error),
+}
+
+impl<'b> InputBuffer<'b> {
+    fn new(budget: &'b BufferBudget) -> Self {
         InputBuffer {
             bytes: vec![0; INITIAL_INPUT],
             start: 0,
             end: 0,
+            budget,
         }
     }
 
@@ -68,29 +88,53 @@ impl InputBuffer {
             self.end = 0;
             if self.bytes.len() > INITIAL_INPUT {
                 // A large body came and went: give the memory back.
+                self.budget.release(self.bytes.len() - INITIAL_INPUT);
                 self.bytes = vec![0; INITIAL_INPUT];
             }
         }
     }
 
-    /// Room to read into, such that the buffered request can reach `total` bytes.
-    fn spare(&mut self, total: usize) -> &mut [u8] {
-        let buffered = self.end - self.start;
-        let wanted = total.max(buffered + 1);
-        if self.bytes.len() - self.start < wanted || self.end == self.bytes.len() {
+    /// Room to read into. `total` is the size of the request being received when its
+    /// head is known (0 otherwise): the buffer never grows past it, and grows toward it
+    /// only by doubling as bytes arrive.
+    fn spare(&mut self, total: usize) -> Result<&mut [u8], OverBudget> {
+        if self.end == self.bytes.len() && self.start > 0 {
+            // Consumed bytes at the front: move the rest there before growing.
             self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
-            self.end = buffered;
         }
-        if self.bytes.len() < wanted {
-            let grown = wanted.max(self.bytes.len() * 2);
+        if self.end == self.bytes.len() {
+            let buffered = self.end - self.start;
+            let doubled = self.bytes.len() * 2;
+            let grown = if total > buffered {
+                doubled.min(total)
+            } else {
+                doubled
+            };
+            let extra = grown - self.bytes.len();
+            if !self.budget.try_reserve(extra) {
+                return Err(OverBudget);
+            }
             self.bytes.resize(grown, 0);
         }
-        &mut self.bytes[self.end..]
+        Ok(&mut self.bytes[self.end..])
     }
 
     fn commit(&mut self, count: usize) {
         self.end += count;
+    }
+
+    /// Drops whatever is buffered and gives the memory back (the connection is closing).
+    fn discard(&mut self) {
+        self.consume(self.end - self.start);
+    }
+}
+
+impl Drop for InputBuffer<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .release(self.bytes.len().saturating_sub(INITIAL_INPUT));
     }
 }
 
@@ -114,7 +158,7 @@ pub(super) struct Connection<'a, S: Service, G> {
     service: &'a S,
     config: &'a HttpConfig,
     stopping: &'a AtomicBool,
-    input: InputBuffer,
+    input: InputBuffer<'a>,
     output: Vec<u8>,
     response: Response,
     /// The read timeout currently set on the socket, so it is changed only when needed.
@@ -133,6 +177,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         service: &'a S,
         config: &'a HttpConfig,
         stopping: &'a AtomicBool,
+        budget: &'a BufferBudget,
     ) -> Self {
         // Responses are written whole; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
@@ -144,7 +189,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
             service,
             config,
             stopping,
-            input: InputBuffer::new(),
+            input: InputBuffer::new(budget),
             output: Vec::new(),
             response: Response::default(),
             read_timeout: None,
@@ -182,7 +227,14 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                     return;
                 }
                 Ok(_) => {}
-                Err(error)
+                Err(ReadError::OverBudget) => {
+                    self.reject(&HttpError::Busy);
+                    if self.flush().is_ok() {
+                        self.linger();
+                    }
+                    return;
+                }
+                Err(ReadError::Io(error))
                     if matches!(
                         error.kind(),
                         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
@@ -272,6 +324,9 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         self.response.clear();
         self.response
             .set_json_error(error.status(), &error.to_string());
+        if error.status() == 503 {
+            self.response.add_header("Retry-After", b"1");
+        }
         self.response.write_to(
             &mut self.output,
             self.service.common_headers(),
@@ -293,7 +348,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
     }
 
     /// Reads more input, with the timeout that applies to the connection's state.
-    fn fill(&mut self, total: usize) -> io::Result<usize> {
+    fn fill(&mut self, total: usize) -> Result<usize, ReadError> {
         let timeout = match self.request_started {
             None => self.config.idle_timeout,
             Some(started) => {
@@ -302,23 +357,30 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                     .request_timeout
                     .saturating_sub(started.elapsed());
                 if remaining.is_zero() {
-                    return Err(io::ErrorKind::TimedOut.into());
+                    return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
                 }
                 remaining
             }
         };
         if self.read_timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
+            self.stream
+                .set_read_timeout(Some(timeout))
+                .map_err(ReadError::Io)?;
             self.read_timeout = Some(timeout);
         }
-        let spare = self.input.spare(total);
-        let count = self.stream.read(spare)?;
+        let spare = self
+            .input
+            .spare(total)
+            .map_err(|OverBudget| ReadError::OverBudget)?;
+        let count = self.stream.read(spare).map_err(ReadError::Io)?;
         self.input.commit(count);
         Ok(count)
     }
 
     /// Half-closes, then discards input briefly so the response is not lost to a reset.
     fn linger(&mut self) {
+        // What is buffered will never be answered: its memory goes back to the budget now.
+        self.input.discard();
         let _ = self.stream.shutdown(Shutdown::Write);
         if self.stream.set_read_timeout(Some(LINGER)).is_err() {
             return;
@@ -340,32 +402,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn input_buffer_grows_for_a_body_and_shrinks_after() {
-        let mut input = InputBuffer::new();
-        let spare = input.spare(10_000);
-        assert!(spare.len() >= 10_000);
-        spare[..3].copy_from_slice(b"abc");
-        input.commit(3);
-        assert_eq!(input.data(), b"abc");
-        input.consume(3);
-        assert!(input.is_empty());
+    fn input_buffer_grows_with_arriving_bytes_not_the_declared_length() {
+        let budget = BufferBudget::new(usize::MAX);
+        let mut input = InputBuffer::new(&budget);
+        // A request declares a megabyte; nothing has arrived: no growth.
+        let spare = input.spare(1_000_000).expect("room");
+        assert_eq!(spare.len(), INITIAL_INPUT);
+        let length = spare.len();
+        input.commit(length);
+        // Full: it doubles, and no further.
+        assert_eq!(input.spare(1_000_000).expect("room").len(), INITIAL_INPUT);
+        assert_eq!(budget.reserved(), INITIAL_INPUT);
+        // Never past the request's own size.
+        let mut small = InputBuffer::new(&budget);
+        let length = small.spare(5_000).expect("room").len();
+        small.commit(length);
+        assert_eq!(
+            small.spare(5_000).expect("room").len(),
+            5_000 - INITIAL_INPUT
+        );
+        drop(small);
+        input.consume(INITIAL_INPUT);
         assert_eq!(input.bytes.len(), INITIAL_INPUT);
+        assert_eq!(budget.reserved(), 0, "given back on shrink and on drop");
     }
 
     #[test]
     fn input_buffer_compacts_before_growing() {
-        let mut input = InputBuffer::new();
-        let spare = input.spare(0);
+        let budget = BufferBudget::new(usize::MAX);
+        let mut input = InputBuffer::new(&budget);
+        let spare = input.spare(0).expect("room");
         let length = spare.len();
         spare.fill(b'x');
         input.commit(length);
         input.consume(length - 10);
-        let spare = input.spare(0);
+        let spare = input.spare(0).expect("room");
         assert_eq!(
             spare.len(),
             INITIAL_INPUT - 10,
             "moved to the front, not grown"
         );
         assert_eq!(input.data(), &[b'x'; 10]);
+    }
+
+    #[test]
+    fn input_buffer_refuses_to_grow_past_the_budget() {
+        let budget = BufferBudget::new(INITIAL_INPUT);
+        let mut first = InputBuffer::new(&budget);
+        let length = first.spare(0).expect("room").len();
+        first.commit(length);
+        assert!(first.spare(0).is_ok(), "doubling fits the budget exactly");
+        let mut second = InputBuffer::new(&budget);
+        let length = second.spare(0).expect("room").len();
+        second.commit(length);
+        assert!(second.spare(0).is_err(), "no room left for a second one");
+        drop(first);
+        assert!(second.spare(0).is_ok());
     }
 }

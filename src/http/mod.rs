@@ -16,6 +16,7 @@
 //!
 //! The application plugs in through [`Service`]; the HTTP layer knows nothing of videos.
 
+mod budget;
 pub mod conditional;
 mod connection;
 mod date;
@@ -25,6 +26,7 @@ mod server;
 
 use std::time::Duration;
 
+pub use budget::default_limit as default_max_buffered_bytes;
 pub use request::{HttpError, Limits, Request};
 pub use response::Response;
 pub use server::{start, ServerHandle, ShutdownReport, StartError};
@@ -65,6 +67,9 @@ pub struct HttpConfig {
     pub pin_workers: bool,
     /// Stack size of each coroutine, in bytes.
     pub stack_bytes: usize,
+    /// Request buffer memory all connections together may hold; a request that needs more
+    /// gets a 503.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +81,7 @@ impl Default for HttpConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             pin_workers: true,
             stack_bytes: 64 * 1024,
+            max_buffered_bytes: budget::default_limit(),
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum HttpError {
     UnsupportedExpectation(String),
     #[error("request not received in time")]
     Timeout,
+    #[error("the server is busy (request buffers are full); retry shortly")]
+    Busy,
 }
 
 impl HttpError {
@@ -67,6 +69,7 @@ impl HttpError {
             HttpError::BodyTooLarge { .. } => 413,
             HttpError::UnsupportedExpectation(_) => 417,
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
+            HttpError::Busy => 503,
         }
     }
 }

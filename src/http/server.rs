@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::budget::BufferBudget;
 use super::connection::Connection;
 use super::{HttpConfig, Service};
 
@@ -32,6 +33,8 @@ struct ServerState {
     /// here is always open. Touched when a connection opens and closes, never per request.
     connections: Mutex<HashMap<u64, RawFd>>,
     next_connection_id: AtomicU64,
+    /// Request buffer memory, across every connection.
+    budget: BufferBudget,
 }
 
 /// A running server.
@@ -103,6 +106,7 @@ pub fn start<S: Service>(
         open_connections: AtomicUsize::new(0),
         connections: Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
+        budget: BufferBudget::new(config.max_buffered_bytes),
     });
     let config = Arc::new(config);
     let acceptor_state = Arc::clone(&state);
@@ -171,6 +175,7 @@ fn accept_loop<S: Service>(
                 &*service,
                 &config,
                 &state.stopping,
+                &state.budget,
             )
             .run();
         };

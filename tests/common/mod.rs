@@ -105,6 +105,22 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server still running").id()
+    }
+
+    /// A line of the server's `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} not in /proc/PID/status"))
+    }
+
     /// Sends a signal (`"HUP"`, `"TERM"`…) to the running server.
     pub fn send_signal(&self, name: &str) {
         let child = self.child.as_ref().expect("server still running");

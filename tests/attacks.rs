@@ -1,0 +1,105 @@
+//! The server under a hostile client's load: memory that stays bounded whatever requests
+//! declare, uploads refused with a status the client can read, and the HTTP rules that
+//! keep requests unambiguous. Each test reproduces a failure a hostile or clumsy client
+//! caused, and shows the server now holds.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Server, CONTRACT_BODY};
+
+/// Raises this process's descriptor limit to its hard limit (for tests that open thousands
+/// of connections); the new soft limit.
+fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn declared_lengths_cost_no_memory_until_bodies_arrive() {
+    let available = raise_descriptor_limit();
+    assert!(
+        available >= 2_200,
+        "this test needs 2,200 descriptors, the hard limit is {available}"
+    );
+    let server = Server::start(&[]);
+    let before = server.memory_kib("VmRSS");
+    // 2,000 connections, each declaring a body of a megabyte (under the 1 MiB limit, so
+    // accepted) and sending none of it. Before the fix each reserved and zeroed a megabyte:
+    // 2 GiB in all.
+    let head = "POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
+    let mut connections = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let mut stream = TcpStream::connect(server.addr).expect("connect");
+        stream.write_all(head.as_bytes()).expect("send head");
+        connections.push(stream);
+    }
+    // Let the server read every head.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("http_connections_open") < 2_000.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = server.memory_kib("VmHWM");
+    eprintln!(
+        "resident: {} MiB before, peak {} MiB with 2,000 connections declaring 1 MB each",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < 256 * 1024,
+        "peak resident memory {} MiB with 2,000 declared megabytes (before: {} MiB)",
+        peak / 1024,
+        before / 1024
+    );
+    // And each body, once sent, is still served.
+    let body = r#"{"video":{"videoId":"v","title":"t","sources":[]}}"#;
+    let padded = format!("{body}{}", " ".repeat(1_000_000 - body.len()));
+    let mut first = connections.swap_remove(0);
+    first.write_all(padded.as_bytes()).expect("send body");
+    let mut reply = [0u8; 12];
+    first.read_exact(&mut reply).expect("reply");
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    drop(connections);
+    assert_eq!(server.get("/video/12345").status, 200);
+}
+
+#[test]
+fn request_buffers_share_a_budget_and_the_request_over_it_gets_503() {
+    // 64 KiB for every connection's buffers above their first 4 KiB.
+    let server = Server::start(&["--max-buffered-bytes", "65536"]);
+    let body = format!(
+        r#"{{"video":{{"videoId":"v","title":"{}","sources":[]}}}}"#,
+        "x".repeat(200_000)
+    );
+    let mut client = server.connect();
+    client.send_request(
+        "POST",
+        "/video/token",
+        &[("Content-Type", "application/json")],
+        Some(&body),
+    );
+    let refused = client.read_response();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.error().contains("busy"), "{}", refused.text());
+    // The memory went back: a request that fits is served.
+    assert_eq!(server.post_token(CONTRACT_BODY).status, 200);
+    let small = format!(
+        r#"{{"video":{{"videoId":"v","title":"{}","sources":[]}}}}"#,
+        "x".repeat(30_000)
+    );
+    assert_eq!(server.post_token(&small).status, 200);
+}

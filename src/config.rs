@@ -119,6 +119,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(65_536..))]
     pub max_buffered_bytes: Option<u64>,
 
+    /// After an error response (a 413 for an oversized upload, say), keep reading and
+    /// discarding what the client still sends for up to this many milliseconds, so that a
+    /// client that uploads before it reads still gets the status (nginx's lingering close).
+    #[arg(long, env = "VIDEO_SERVER_LINGER_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub linger_ms: u64,
+
+    /// The most bytes discarded that way, per connection.
+    #[arg(long, env = "VIDEO_SERVER_LINGER_BYTES", default_value_t = 64 << 20)]
+    pub linger_bytes: u64,
+
     /// Close a keep-alive connection after this many milliseconds without a request.
     #[arg(long, env = "VIDEO_SERVER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -325,6 +336,8 @@ impl Config {
                 .map_or(defaults.max_buffered_bytes, |bytes| {
                     usize::try_from(bytes).unwrap_or(usize::MAX)
                 }),
+            linger: Duration::from_millis(self.linger_ms),
+            linger_bytes: usize::try_from(self.linger_bytes).unwrap_or(usize::MAX),
         }
     }
 

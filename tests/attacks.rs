@@ -103,3 +103,41 @@ fn request_buffers_share_a_budget_and_the_request_over_it_gets_503() {
     );
     assert_eq!(server.post_token(&small).status, 200);
 }
+
+/// Sends a whole `Content-Length: size` upload before reading anything, as Python's
+/// http.client and many SDKs do; then reads the answer.
+fn upload_before_reading(server: &Server, size: usize) -> Result<String, std::io::Error> {
+    let mut stream = TcpStream::connect(server.addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    )?;
+    let chunk = vec![b' '; 1 << 20];
+    let mut sent = 0;
+    while sent < size {
+        let count = chunk.len().min(size - sent);
+        stream.write_all(&chunk[..count])?;
+        sent += count;
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+#[test]
+fn a_refused_upload_sent_before_reading_still_gets_its_413() {
+    let server = Server::start(&[]);
+    // 16 MiB against the 1 MiB limit: the server answers 413 after the head, then keeps
+    // reading (and discarding) until the client has sent it all and reads the answer.
+    let response = upload_before_reading(&server, 16 << 20).expect("the client reads a response");
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
+    assert!(response.contains("exceeds the limit"), "{response}");
+    // Beyond --linger-bytes the server stops reading and closes: the client may see a
+    // reset, but the server is not held by an endless upload.
+    let stingy = Server::start(&["--linger-bytes", "1048576"]);
+    let started = Instant::now();
+    let _ = upload_before_reading(&stingy, 64 << 20);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stingy.get("/video/12345").status, 200);
+}

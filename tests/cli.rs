@@ -83,6 +83,8 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--api-keys", "VIDEO_SERVER_API_KEYS"),
         ("--cors-origins", "VIDEO_SERVER_CORS_ORIGINS"),
         ("--max-buffered-bytes", "VIDEO_SERVER_MAX_BUFFERED_BYTES"),
+        ("--linger-ms", "VIDEO_SERVER_LINGER_MS"),
+        ("--linger-bytes", "VIDEO_SERVER_LINGER_BYTES"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

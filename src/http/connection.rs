@@ -32,10 +32,6 @@ use super::{HttpConfig, Service};
 const INITIAL_INPUT: usize = 4 * 1024;
 /// Output is written before this much accumulates from pipelined requests.
 const OUTPUT_FLUSH_THRESHOLD: usize = 64 * 1024;
-/// How long a closing connection keeps reading (and discarding) before it closes.
-const LINGER: Duration = Duration::from_secs(1);
-/// How much a closing connection discards at most.
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// Bytes received and not yet consumed: `bytes[start..end]`.
 ///
@@ -377,18 +373,22 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         Ok(count)
     }
 
-    /// Half-closes, then discards input briefly so the response is not lost to a reset.
+    /// Half-closes, then reads and discards what the client still sends, for up to
+    /// `linger` and `linger_bytes` (nginx's lingering close), so that the response is not
+    /// lost to a reset: a client that uploads a whole refused body before reading (many
+    /// SDKs do) still reads its 413.
     fn linger(&mut self) {
         // What is buffered will never be answered: its memory goes back to the budget now.
         self.input.discard();
         let _ = self.stream.shutdown(Shutdown::Write);
-        if self.stream.set_read_timeout(Some(LINGER)).is_err() {
-            return;
-        }
-        let deadline = Instant::now() + LINGER;
+        let deadline = Instant::now() + self.config.linger;
         let mut discarded = 0;
-        let mut scratch = [0u8; 4096];
-        while discarded < LINGER_BYTES && Instant::now() < deadline {
+        let mut scratch = [0u8; 8 * 1024];
+        while discarded < self.config.linger_bytes {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || self.stream.set_read_timeout(Some(remaining)).is_err() {
+                break;
+            }
             match self.stream.read(&mut scratch) {
                 Ok(0) | Err(_) => break,
                 Ok(count) => discarded += count,

@@ -70,6 +70,11 @@ pub struct HttpConfig {
     /// Request buffer memory all connections together may hold; a request that needs more
     /// gets a 503.
     pub max_buffered_bytes: usize,
+    /// After an error response, how long the connection keeps reading (and discarding)
+    /// what the client still sends before it closes.
+    pub linger: Duration,
+    /// The most bytes discarded that way.
+    pub linger_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +87,8 @@ impl Default for HttpConfig {
             pin_workers: true,
             stack_bytes: 64 * 1024,
             max_buffered_bytes: budget::default_limit(),
+            linger: Duration::from_secs(5),
+            linger_bytes: 64 << 20,
         }
     }
 }

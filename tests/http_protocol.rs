@@ -127,7 +127,7 @@ fn malformed_framing_gets_a_400_that_reaches_the_client() {
 fn a_body_cut_short_gets_a_400() {
     let server = Server::start(&[]);
     let mut client = server.connect();
-    client.send_raw(b"POST /video/token HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vid");
+    client.send_raw(b"POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"vid");
     client
         .stream
         .shutdown(std::net::Shutdown::Write)
@@ -191,7 +191,7 @@ fn a_request_split_across_many_writes_is_assembled() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     let request = format!(
-        "POST /video/token HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CONTRACT_BODY}",
+        "POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CONTRACT_BODY}",
         CONTRACT_BODY.len()
     );
     for chunk in request.as_bytes().chunks(7) {
@@ -206,7 +206,7 @@ fn a_request_split_across_many_writes_is_assembled() {
 fn connection_close_and_http_1_0_are_honoured() {
     let server = Server::start(&[]);
     let mut client = server.connect();
-    client.send_raw(b"GET /video/12345 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    client.send_raw(b"GET /video/12345 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let response = client.read_response();
     assert_eq!(response.status, 200);
     assert_eq!(response.header("connection"), Some("close"));
@@ -231,7 +231,7 @@ fn expect_100_continue_is_answered_before_the_body() {
     let mut client = server.connect();
     client.send_raw(
         format!(
-            "POST /video/token HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             CONTRACT_BODY.len()
         )
         .as_bytes(),
@@ -335,4 +335,39 @@ fn many_concurrent_keep_alive_clients() {
             });
         }
     });
+}
+
+#[test]
+fn host_is_required_once_and_absolute_form_targets_are_served() {
+    let mut server = Server::start(&[]);
+    for (request, expected) in [
+        ("GET /video/12345 HTTP/1.1\r\n\r\n", "needs a Host header"),
+        (
+            "GET /video/12345 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host",
+        ),
+    ] {
+        let mut client = server.connect();
+        client.send_raw(request.as_bytes());
+        let response = client.read_response();
+        assert_eq!(response.status, 400, "{request:?}");
+        assert!(
+            response.error().contains(expected),
+            "{request:?}: {}",
+            response.text()
+        );
+    }
+    // RFC 9112 §3.2.2: a server must accept the absolute form (proxies send it).
+    let mut client = server.connect();
+    client.send_raw(
+        b"GET http://video.example.com/video/12345 HTTP/1.1\r\nHost: video.example.com\r\n\r\n",
+    );
+    let response = client.read_response();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), SEED_VIDEO);
+    // HTTP/1.0 never required Host.
+    let mut old = server.connect();
+    old.send_raw(b"GET /video/12345 HTTP/1.0\r\n\r\n");
+    assert_eq!(old.read_response().status, 200);
+    assert_still_serving(&mut server);
 }

@@ -200,13 +200,24 @@ pub fn parse<'b>(
     else {
         return Err(HttpError::Malformed("incomplete request line"));
     };
-    if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
-        return Err(HttpError::Malformed(
-            "request target must be an absolute path",
-        ));
-    }
+    let target = origin_form(target, method)?;
     let headers: &'b [httparse::Header<'b>] = head.headers;
     let framing = framing(headers, limits)?;
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; a repeated one is refused
+    // in any version (two hosts are two different requests to a proxy and to us).
+    match headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("host"))
+        .count()
+    {
+        0 if minor_version >= 1 => {
+            return Err(HttpError::Malformed(
+                "an HTTP/1.1 request needs a Host header",
+            ))
+        }
+        0 | 1 => {}
+        _ => return Err(HttpError::Malformed("more than one Host header")),
+    }
     let total = head_length + framing.body_length;
     if buffer.len() < total {
         return Ok(Parsed::NeedBody {
@@ -225,6 +236,36 @@ pub fn parse<'b>(
         },
         length: total,
     })
+}
+
+/// The path (and query) a target names. The origin form (`/video/1?x`) is what clients
+/// send; the absolute form (`http://host/video/1`), which proxies send and RFC 9112 §3.2.2
+/// says a server must accept, is reduced to its path; `*` is for `OPTIONS` only.
+fn origin_form<'t>(target: &'t str, method: &str) -> Result<&'t str, HttpError> {
+    if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        return Ok(target);
+    }
+    let scheme_length = ["http://", "https://"]
+        .iter()
+        .find(|scheme| {
+            target
+                .get(..scheme.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme))
+        })
+        .map(|scheme| scheme.len())
+        .ok_or(HttpError::Malformed(
+            "request target must be a path or an absolute http(s) URL",
+        ))?;
+    let after_scheme = &target[scheme_length..];
+    let path_start = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    if path_start == 0 {
+        return Err(HttpError::Malformed("request target has no host"));
+    }
+    match &after_scheme[path_start..] {
+        path if path.starts_with('/') => Ok(path),
+        // `http://host` and `http://host?q` name the root.
+        _ => Ok("/"),
+    }
 }
 
 fn describe(error: httparse::Error) -> &'static str {
@@ -330,7 +371,8 @@ mod tests {
             parse_str("GET / HTTP/1.1\r\nHo"),
             Ok(Parsed::NeedHead)
         ));
-        let head = "POST / HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n";
+        let head =
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n";
         match parse_str(&format!("{head}12345")).expect("valid") {
             Parsed::NeedBody {
                 total,
@@ -347,7 +389,7 @@ mod tests {
     fn sixty_four_headers_are_fine_and_too_many_is_431() {
         let many = |count: usize| {
             let headers: String = (0..count).map(|i| format!("X-H{i}: v\r\n")).collect();
-            format!("GET / HTTP/1.1\r\n{headers}\r\n")
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n")
         };
         assert!(matches!(parse_str(&many(64)), Ok(Parsed::Complete { .. })));
         let error = parse_str(&many(MAX_HEADERS + 1)).expect_err("too many");
@@ -379,7 +421,11 @@ mod tests {
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413),
             ("POST / HTTP/1.1\r\nExpect: teapot\r\n\r\n", 417),
-            ("GET http://example.com/ HTTP/1.1\r\n\r\n", 400),
+            ("GET ftp://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http:///video/1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET /video/1 HTTP/1.1\r\n\r\n", 400),
+            ("GET /video/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET /video/1 HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\n\r\n", 400),
             ("G\0T / HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
@@ -391,18 +437,49 @@ mod tests {
     }
 
     #[test]
+    fn absolute_form_targets_are_served_by_their_path() {
+        let cases = [
+            (
+                "GET http://example.com/video/1?x=2 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                "/video/1?x=2",
+            ),
+            (
+                "GET HTTPS://example.com:8443/a HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                "/a",
+            ),
+            (
+                "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                "/",
+            ),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "*"),
+            // HTTP/1.0 needs no Host.
+            ("GET /video/1 HTTP/1.0\r\n\r\n", "/video/1"),
+        ];
+        for (text, target) in cases {
+            match parse_str(text).expect(text) {
+                Parsed::Complete { request, .. } => assert_eq!(request.target, target, "{text:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn equal_repeated_lengths_are_accepted() {
-        let text = "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok";
+        let text =
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok";
         assert!(matches!(parse_str(text), Ok(Parsed::Complete { .. })));
     }
 
     #[test]
     fn keep_alive_rules_for_1_0_and_1_1() {
         let cases = [
-            ("GET / HTTP/1.1\r\n\r\n", true),
-            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
             (
-                "GET / HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, Close\r\n\r\n",
                 false,
             ),
             ("GET / HTTP/1.0\r\n\r\n", false),

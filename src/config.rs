@@ -130,6 +130,14 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_LINGER_BYTES", default_value_t = 64 << 20)]
     pub linger_bytes: u64,
 
+    /// The most connections open at once. At the cap, the connection idle the longest is
+    /// closed to make room (a newcomer is refused with 503 only when none is idle).
+    /// Default: the descriptor limit (raised at start to the hard limit) less a tenth and
+    /// 64, kept for the store and the log.
+    #[arg(long, env = "VIDEO_SERVER_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
     /// Close a keep-alive connection after this many milliseconds without a request.
     #[arg(long, env = "VIDEO_SERVER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -338,6 +346,7 @@ impl Config {
                 }),
             linger: Duration::from_millis(self.linger_ms),
             linger_bytes: usize::try_from(self.linger_bytes).unwrap_or(usize::MAX),
+            max_connections: self.max_connections.map(|count| count as usize),
         }
     }
 

@@ -141,3 +141,73 @@ fn a_refused_upload_sent_before_reading_still_gets_its_413() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(stingy.get("/video/12345").status, 200);
 }
+
+#[test]
+fn a_thousand_idle_connections_under_a_512_descriptor_limit_do_not_lock_anyone_out() {
+    raise_descriptor_limit();
+    let server = Server::start_with_descriptor_limit(&[], 512);
+    assert!(
+        server.wait_for_log("descriptor limit", 1),
+        "{}",
+        server.log()
+    );
+    // 1,000 keep-alive connections, each answered once, then silent: more than the
+    // descriptors allow. Without a cap the server ran out of them, and every new client
+    // was refused while it logged "accept failed" about a hundred times a second.
+    let mut idle = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let mut client = server.connect();
+        client.send_request("GET", "/video/12345", &[], None);
+        assert_eq!(client.read_response().status, 200);
+        idle.push(client);
+    }
+    // A new client is served: the longest-idle connections made room.
+    assert_eq!(server.get("/video/12345").status, 200);
+    assert_eq!(server.post_token(CONTRACT_BODY).status, 200);
+    let open = server.metric("http_connections_open");
+    assert!(
+        open <= 512.0,
+        "{open} connections open under a 512 descriptor limit"
+    );
+    let log = server.log();
+    assert_eq!(log.matches("accept failed").count(), 0, "{log}");
+    let cap_lines = log.matches("at the connection limit").count();
+    assert!(
+        (1..=10).contains(&cap_lines),
+        "{cap_lines} lines about the cap:\n{log}"
+    );
+    drop(idle);
+}
+
+#[test]
+fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
+    let server = Server::start(&["--max-connections", "4"]);
+    // Four connections in the middle of a request: busy, not idle.
+    let busy: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            stream
+                .write_all(b"POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+                .expect("send part of a request");
+            stream
+        })
+        .collect();
+    // Until the server has taken all four, a newcomer still gets in (and is let go).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let mut newcomer = server.connect();
+        newcomer.send_request("GET", "/video/12345", &[("Connection", "close")], None);
+        let response = newcomer.read_response();
+        if response.status != 200 || Instant::now() > deadline {
+            break response;
+        }
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.error().contains("connection limit"),
+        "{}",
+        refused.text()
+    );
+    drop(busy);
+}

@@ -85,6 +85,7 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--max-buffered-bytes", "VIDEO_SERVER_MAX_BUFFERED_BYTES"),
         ("--linger-ms", "VIDEO_SERVER_LINGER_MS"),
         ("--linger-bytes", "VIDEO_SERVER_LINGER_BYTES"),
+        ("--max-connections", "VIDEO_SERVER_MAX_CONNECTIONS"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

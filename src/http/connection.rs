@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use may::net::TcpStream;
 
 use super::budget::BufferBudget;
+use super::limits::IdleMark;
 use super::request::{self, keeps_alive, HttpError, Parsed};
 use super::response::{ConnectionHeader, Response};
 use super::{HttpConfig, Service};
@@ -154,6 +155,10 @@ pub(super) struct Connection<'a, S: Service, G> {
     service: &'a S,
     config: &'a HttpConfig,
     stopping: &'a AtomicBool,
+    /// Where the connection says it is idle, so the server can close it at its cap.
+    idle: &'a IdleMark,
+    /// What idle times count from.
+    epoch: Instant,
     input: InputBuffer<'a>,
     output: Vec<u8>,
     response: Response,
@@ -165,27 +170,40 @@ pub(super) struct Connection<'a, S: Service, G> {
     continue_sent: bool,
 }
 
+/// What a connection shares with the server that accepted it.
+pub(super) struct Shared<'a> {
+    pub config: &'a HttpConfig,
+    /// Set when the server stops.
+    pub stopping: &'a AtomicBool,
+    /// Request buffer memory across all connections.
+    pub budget: &'a BufferBudget,
+    /// Where this connection says it is idle.
+    pub idle: &'a IdleMark,
+    /// What idle times count from.
+    pub epoch: Instant,
+}
+
 impl<'a, S: Service, G> Connection<'a, S, G> {
     pub(super) fn new(
         guard: G,
         stream: TcpStream,
         peer: SocketAddr,
         service: &'a S,
-        config: &'a HttpConfig,
-        stopping: &'a AtomicBool,
-        budget: &'a BufferBudget,
+        shared: Shared<'a>,
     ) -> Self {
         // Responses are written whole; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(config.idle_timeout));
+        let _ = stream.set_write_timeout(Some(shared.config.idle_timeout));
         Connection {
             _guard: guard,
             stream,
             peer,
             service,
-            config,
-            stopping,
-            input: InputBuffer::new(budget),
+            config: shared.config,
+            stopping: shared.stopping,
+            idle: shared.idle,
+            epoch: shared.epoch,
+            input: InputBuffer::new(shared.budget),
             output: Vec::new(),
             response: Response::default(),
             read_timeout: None,
@@ -211,7 +229,15 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                 return;
             }
             let Next::Read { total } = next else { return };
-            match self.fill(total) {
+            let waiting = self.input.is_empty();
+            if waiting {
+                self.idle.set_idle(self.epoch);
+            }
+            let filled = self.fill(total);
+            if waiting {
+                self.idle.set_busy();
+            }
+            match filled {
                 Ok(0) => {
                     // A client that half-closes mid-request may still read: tell it why.
                     if !self.input.is_empty() {

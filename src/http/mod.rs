@@ -20,6 +20,7 @@ mod budget;
 pub mod conditional;
 mod connection;
 mod date;
+pub mod limits;
 pub mod request;
 pub mod response;
 mod server;
@@ -75,6 +76,8 @@ pub struct HttpConfig {
     pub linger: Duration,
     /// The most bytes discarded that way.
     pub linger_bytes: usize,
+    /// The most connections open at once; `None`: from the descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -89,6 +92,7 @@ impl Default for HttpConfig {
             max_buffered_bytes: budget::default_limit(),
             linger: Duration::from_secs(5),
             linger_bytes: 64 << 20,
+            max_connections: None,
         }
     }
 }

@@ -9,6 +9,11 @@
 //!    close at once, while one that has already received a request answers it (with
 //!    `Connection: close`) and then closes;
 //! 3. wait, up to a grace period, until no connection is left.
+//!
+//! The accept loop also keeps the connection count under its cap (see [`super::limits`]):
+//! at the cap it closes the connection idle the longest, and refuses a newcomer only when
+//! none is idle. Accept errors (out of descriptors, say) back off up to a second and are
+//! logged at most once a second, with their count.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,8 +26,16 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::budget::BufferBudget;
-use super::connection::Connection;
+use super::connection::{Connection, Shared};
+use super::limits::{self, IdleMark, QuietLog};
 use super::{HttpConfig, Service};
+
+/// What the server knows of one open connection.
+struct Tracked {
+    fd: RawFd,
+    /// Whether (and since when) it is idle, published by the connection itself.
+    idle: Arc<IdleMark>,
+}
 
 /// State shared by the accept loop, the connections and the handle.
 struct ServerState {
@@ -31,10 +44,14 @@ struct ServerState {
     /// The descriptor of every open connection, so shutdown can wake idle readers. An
     /// entry is removed (under this lock) before its socket is closed, so a descriptor in
     /// here is always open. Touched when a connection opens and closes, never per request.
-    connections: Mutex<HashMap<u64, RawFd>>,
+    connections: Mutex<HashMap<u64, Tracked>>,
     next_connection_id: AtomicU64,
     /// Request buffer memory, across every connection.
     budget: BufferBudget,
+    /// The time idle marks count from.
+    epoch: Instant,
+    /// The most connections open at once.
+    max_connections: usize,
 }
 
 /// A running server.
@@ -97,6 +114,26 @@ pub fn start<S: Service>(
     service: Arc<S>,
 ) -> Result<ServerHandle, StartError> {
     configure_runtime(&config);
+    let max_connections = match limits::raise_descriptor_limit() {
+        Ok(descriptors) => {
+            let max_connections = config
+                .max_connections
+                .unwrap_or_else(|| limits::default_max_connections(descriptors.soft));
+            tracing::info!(
+                soft_limit_before = descriptors.soft_before,
+                soft_limit = descriptors.soft,
+                hard_limit = descriptors.hard,
+                max_connections,
+                "descriptor limit"
+            );
+            max_connections
+        }
+        Err(error) => {
+            let max_connections = config.max_connections.unwrap_or(1_024);
+            tracing::warn!(%error, max_connections, "cannot read or raise the descriptor limit");
+            max_connections
+        }
+    };
     let listener = bind(address).map_err(|error| StartError::Bind { address, error })?;
     let local_addr = listener
         .local_addr()
@@ -107,6 +144,8 @@ pub fn start<S: Service>(
         connections: Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
         budget: BufferBudget::new(config.max_buffered_bytes),
+        epoch: Instant::now(),
+        max_connections,
     });
     let config = Arc::new(config);
     let acceptor_state = Arc::clone(&state);
@@ -134,24 +173,55 @@ fn accept_loop<S: Service>(
     config: Arc<HttpConfig>,
     service: Arc<S>,
 ) {
+    let mut accept_errors = QuietLog::new();
+    let mut at_cap = QuietLog::new();
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = listener.accept();
         if state.stopping.load(Ordering::Acquire) {
             break;
         }
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
             Err(error) => {
                 // Out of descriptors or a connection reset before accept: keep serving
-                // the connections we have, and pause briefly so a persistent error does
-                // not spin.
-                tracing::warn!(%error, "accept failed");
-                may::coroutine::sleep(Duration::from_millis(10));
+                // the connections we have, and back off so a persistent error neither
+                // spins nor floods the log.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                accept_errors.note(|count| {
+                    tracing::warn!(%error, count, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                });
+                may::coroutine::sleep(backoff);
                 continue;
             }
         };
+        if state.open_connections.load(Ordering::Acquire) >= state.max_connections {
+            let evicted = close_longest_idle(&state);
+            at_cap.note(|count| {
+                tracing::warn!(
+                    max_connections = state.max_connections,
+                    count,
+                    evicted_idle = evicted,
+                    "at the connection limit: closing the longest-idle connection, or refusing when none is idle"
+                );
+            });
+            if !evicted {
+                refuse(stream);
+                continue;
+            }
+        }
         let id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        state.connections.lock().insert(id, stream.as_raw_fd());
+        let idle = Arc::new(IdleMark::new());
+        state.connections.lock().insert(
+            id,
+            Tracked {
+                fd: stream.as_raw_fd(),
+                idle: Arc::clone(&idle),
+            },
+        );
         state.open_connections.fetch_add(1, Ordering::AcqRel);
         service.connection_opened();
         let (state, config, service) = (
@@ -173,9 +243,13 @@ fn accept_loop<S: Service>(
                 stream,
                 peer,
                 &*service,
-                &config,
-                &state.stopping,
-                &state.budget,
+                Shared {
+                    config: &config,
+                    stopping: &state.stopping,
+                    budget: &state.budget,
+                    idle: &idle,
+                    epoch: state.epoch,
+                },
             )
             .run();
         };
@@ -183,6 +257,46 @@ fn accept_loop<S: Service>(
         // references across yields.
         unsafe { may::coroutine::spawn(serve) };
     }
+}
+
+/// Closes the connection idle the longest (as a graceful stop does: its read ends); whether
+/// there was one.
+fn close_longest_idle(state: &ServerState) -> bool {
+    let connections = state.connections.lock();
+    let oldest = connections
+        .values()
+        .filter_map(|tracked| Some((tracked.idle.idle_since()?, tracked)))
+        .min_by_key(|(since, _)| *since);
+    let Some((since, tracked)) = oldest else {
+        return false;
+    };
+    if !tracked.idle.claim(since) {
+        return false;
+    }
+    // SAFETY: `fd` is open: a connection removes its entry under this same lock before its
+    // socket is closed, and we hold the lock while using it.
+    let socket = unsafe { BorrowedFd::borrow_raw(tracked.fd) };
+    let _ = socket2::SockRef::from(&socket).shutdown(Shutdown::Read);
+    true
+}
+
+/// Answers a connection the server cannot take with a 503, without waiting on it.
+fn refuse(stream: may::net::TcpStream) {
+    const BODY: &str = r#"{"error":"the server is at its connection limit; retry shortly"}"#;
+    let answer = move || {
+        use std::io::Write;
+        let mut stream = stream;
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+        let _ = write!(
+            stream,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+             Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+    };
+    // SAFETY: as for connections: no thread-local references across yields.
+    unsafe { may::coroutine::spawn(answer) };
 }
 
 /// An open connection's entry in the server state, removed when the connection ends.
@@ -242,10 +356,10 @@ impl ServerHandle {
                 unsafe { acceptor.coroutine().cancel() };
             }
         }
-        for &fd in state.connections.lock().values() {
+        for tracked in state.connections.lock().values() {
             // SAFETY: `fd` is open: a connection removes its entry under this same lock
             // before its socket is closed, and we hold the lock while using it.
-            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = unsafe { BorrowedFd::borrow_raw(tracked.fd) };
             let _ = socket2::SockRef::from(&socket).shutdown(Shutdown::Read);
         }
         let open = || state.open_connections.load(Ordering::Acquire);

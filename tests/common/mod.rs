@@ -41,16 +41,47 @@ impl Server {
 
     /// Starts the server on an existing data directory.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+        Server::spawn(data_dir, extra, None)
+    }
+
+    /// Starts the server with a fresh data directory in a process whose descriptor limit,
+    /// soft and hard, is `limit` (as a container or systemd unit would set it).
+    pub fn start_with_descriptor_limit(extra: &[&str], limit: u64) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = Server::spawn(temp.path(), extra, Some(limit));
+        server._temp = Some(temp);
+        server
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], descriptor_limit: Option<u64>) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_video-server"));
+        command
             .args(["--listen", "127.0.0.1:0", "--no-pin", "--workers", "2"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn video-server");
+            .stderr(Stdio::piped());
+        if let Some(limit) = descriptor_limit {
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe
+            // and touches no memory but the struct on this stack.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn video-server");
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = mpsc::channel();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::{VideoApi, ROUTE_NAMES};
 use crate::config::{Config, StoreKind};
@@ -209,24 +209,38 @@ impl App {
         Ok(summary)
     }
 
-    /// Stops serving, then flushes every accepted view to the store.
+    /// Stops serving, then writes every accepted view to the store, all within
+    /// `--shutdown-timeout-ms`: open requests get up to half of it, the views the rest.
+    /// Views that could not be written by then are logged with their count and reported
+    /// in the summary (the binary then exits non-zero).
     pub fn shutdown(self) -> StopSummary {
-        let report = self.http.shutdown(self.config.shutdown_timeout());
+        let timeout = self.config.shutdown_timeout();
+        let deadline = Instant::now() + timeout;
+        let report = self.http.shutdown(timeout / 2);
         if report.abandoned_connections > 0 {
             tracing::warn!(
                 connections = report.abandoned_connections,
-                "connections still open after the shutdown timeout"
+                "connections still open after half the shutdown timeout; closing them"
             );
         }
-        let written = self.writer.shutdown();
+        let written = self.writer.shutdown(deadline);
         if let Some(refresher) = self.refresher {
             refresher.stop();
         }
-        tracing::info!(
-            persisted = written.persisted,
-            failed = written.failed,
-            "view writer stopped"
-        );
+        if written.failed > 0 {
+            tracing::error!(
+                lost = written.failed,
+                persisted = written.persisted,
+                timeout_ms = timeout.as_millis() as u64,
+                "views could not be written before the shutdown deadline and are lost"
+            );
+        } else {
+            tracing::info!(
+                persisted = written.persisted,
+                failed = written.failed,
+                "view writer stopped"
+            );
+        }
         StopSummary {
             abandoned_connections: report.abandoned_connections,
             views_persisted_total: self.metrics.views_persisted.get(),

@@ -149,8 +149,9 @@ pub struct Config {
           default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
 
-    /// On SIGTERM or SIGINT, wait at most this long for open requests to finish before
-    /// flushing views and exiting.
+    /// On SIGTERM or SIGINT, the whole stop takes at most this long: open requests get up
+    /// to half of it, writing the views they recorded the rest. Views that cannot be
+    /// written by then are logged with their count, and the exit status is 1.
     #[arg(
         long,
         env = "VIDEO_SERVER_SHUTDOWN_TIMEOUT_MS",

@@ -65,5 +65,12 @@ fn main() -> anyhow::Result<()> {
     }
     let summary = app.shutdown();
     tracing::info!(?summary, "stopped");
+    if summary.views_failed_total > 0 {
+        // Whoever stopped us (an orchestrator, a script) learns that views were lost.
+        anyhow::bail!(
+            "{} views could not be written and are lost",
+            summary.views_failed_total
+        );
+    }
     Ok(())
 }

@@ -211,3 +211,54 @@ fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
     );
     drop(busy);
 }
+
+#[test]
+fn sigterm_with_a_full_disk_exits_within_the_timeout_and_says_what_was_lost() {
+    let mut server = Server::start_with_file_size_limit(
+        &["--shutdown-timeout-ms", "3000", "--batch-size", "100"],
+        300_000,
+    );
+    // Plays until the database can no longer grow, and some more.
+    let mut client = server.connect();
+    let pipelined = "GET /video/12345 HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
+    let mut answered = 0u64;
+    for _ in 0..200 {
+        client.send_raw(pipelined.as_bytes());
+        for _ in 0..100 {
+            assert_eq!(client.read_response().status, 200);
+            answered += 1;
+        }
+        if server.log().contains("store write failed; retrying") && answered >= 10_000 {
+            break;
+        }
+    }
+    assert!(
+        server.wait_for_log("store write failed; retrying", 1),
+        "the disk never filled:\n{}",
+        server.log()
+    );
+    let started = Instant::now();
+    let status = server.terminate();
+    let took = started.elapsed();
+    // The stop is bounded by its one timeout, not by a retry budget per queued batch.
+    assert!(took < Duration::from_millis(4_500), "stop took {took:?}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "views were lost: the exit status says so"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("views could not be written before the shutdown deadline and are lost"),
+        "{log}"
+    );
+    let lost: u64 = log
+        .lines()
+        .find(|line| line.contains("are lost"))
+        .and_then(|line| line.split("lost=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no lost= count in:\n{log}"));
+    assert!(lost > 0 && lost <= answered, "{lost} lost of {answered}");
+    eprintln!("full disk: {answered} plays answered, stop took {took:?}, {lost} views lost");
+}

@@ -11,12 +11,14 @@
 //! meanwhile the bounded channel fills and the bus counts what it cannot take as dropped.
 //!
 //! Shutdown: [`WriterHandle::shutdown`] is called once the HTTP server has stopped, so no
-//! new view can be accepted; the writer then drains the channel, writes the last batches
-//! and exits, reporting what it persisted. If the store still fails then, it retries for a
-//! bounded time and reports the views it had to give up on.
+//! new view can be accepted, with the deadline of the whole stop; the writer then drains the
+//! channel, writes the last batches and exits, reporting what it persisted. If the store
+//! still fails, it retries until that one deadline (not a budget per batch: with the disk
+//! full and many batches queued, that took minutes) and reports every view it could not
+//! write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -109,8 +111,6 @@ impl Batch {
 /// Retry pacing for failed writes.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
-/// How long a failing store may hold up shutdown before the writer gives up on a batch.
-const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(5);
 /// The longest the writer sleeps in the channel with nothing batched; bounds how long a
 /// stop request waits to be noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -130,19 +130,25 @@ pub struct BatchWriter<S: ViewStore> {
     metrics: Arc<Metrics>,
     /// Set by [`WriterHandle::shutdown`]: drain what is queued, then exit.
     stopping: Arc<AtomicBool>,
+    /// Set with `stopping`: after it, nothing more is written and what is left is lost.
+    deadline: Arc<OnceLock<Instant>>,
     report: WriterReport,
 }
 
 /// Owns the writer thread.
 pub struct WriterHandle {
     stopping: Arc<AtomicBool>,
+    deadline: Arc<OnceLock<Instant>>,
     thread: JoinHandle<WriterReport>,
 }
 
 impl WriterHandle {
-    /// Asks the writer to flush everything queued and waits for it to exit.
-    pub fn shutdown(self) -> WriterReport {
+    /// Asks the writer to write everything queued by `deadline`, and waits for it to exit
+    /// (shortly after the deadline at the latest, once a write in progress returns).
+    pub fn shutdown(self, deadline: Instant) -> WriterReport {
+        let _ = self.deadline.set(deadline);
         self.stopping.store(true, Ordering::Release);
+        self.thread.thread().unpark();
         match self.thread.join() {
             Ok(report) => report,
             Err(_) => {
@@ -166,6 +172,7 @@ impl<S: ViewStore> BatchWriter<S> {
             limits,
             metrics,
             stopping: Arc::new(AtomicBool::new(false)),
+            deadline: Arc::new(OnceLock::new()),
             report: WriterReport::default(),
         }
     }
@@ -173,10 +180,15 @@ impl<S: ViewStore> BatchWriter<S> {
     /// Starts the writer on a thread of its own.
     pub fn spawn(self) -> std::io::Result<WriterHandle> {
         let stopping = Arc::clone(&self.stopping);
+        let deadline = Arc::clone(&self.deadline);
         let thread = std::thread::Builder::new()
             .name("view-writer".into())
             .spawn(move || self.run())?;
-        Ok(WriterHandle { stopping, thread })
+        Ok(WriterHandle {
+            stopping,
+            deadline,
+            thread,
+        })
     }
 
     /// The writer loop; returns when stopped (and drained) or when every sender is gone.
@@ -233,11 +245,30 @@ impl<S: ViewStore> BatchWriter<S> {
         self.flush(batch);
     }
 
+    /// How long is left before the shutdown deadline, once there is one.
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .get()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Counts a batch as lost (never written) and clears it.
+    fn give_up(&mut self, batch: &mut Batch) {
+        let count = batch.views.len() as u64;
+        self.metrics.views_failed.inc_by(count);
+        self.report.failed += count;
+        batch.clear();
+    }
+
     /// Writes the batch, retrying until it is committed (or, once stopping, until the
-    /// shutdown budget runs out).
+    /// shutdown deadline).
     fn flush(&mut self, batch: &mut Batch) {
         if batch.views.is_empty() {
             return;
+        }
+        if self.time_left().is_some_and(|left| left.is_zero()) {
+            // Past the deadline: what is still queued is lost, and counted, not retried.
+            return self.give_up(batch);
         }
         let started = Instant::now();
         let mut backoff = BACKOFF_FIRST;
@@ -261,14 +292,10 @@ impl<S: ViewStore> BatchWriter<S> {
                 }
                 Err(error) => {
                     self.metrics.store_errors.inc();
-                    let out_of_time = self.stopping.load(Ordering::Acquire)
-                        && started.elapsed() >= SHUTDOWN_RETRY_BUDGET;
-                    if !error.is_retriable() || out_of_time {
-                        let count = batch.views.len() as u64;
-                        tracing::error!(%error, views = count, attempt, "giving up on a batch of views");
-                        self.metrics.views_failed.inc_by(count);
-                        self.report.failed += count;
-                        break;
+                    let time_left = self.time_left();
+                    if !error.is_retriable() || time_left.is_some_and(|left| left.is_zero()) {
+                        tracing::error!(%error, views = batch.views.len(), attempt, "giving up on a batch of views");
+                        return self.give_up(batch);
                     }
                     if attempt == 1 || attempt.is_power_of_two() {
                         tracing::warn!(%error, views = batch.views.len(), attempt, "store write failed; retrying");
@@ -276,7 +303,9 @@ impl<S: ViewStore> BatchWriter<S> {
                     // Full jitter: sleep a random time up to the current backoff, so a fleet
                     // of writers does not retry in lockstep.
                     let pause = backoff.mul_f64(fastrand::f64());
-                    std::thread::sleep(pause);
+                    // Parked, not asleep: a shutdown unparks the writer so that it meets
+                    // the deadline instead of finishing a long backoff first.
+                    std::thread::park_timeout(time_left.map_or(pause, |left| pause.min(left)));
                     backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
@@ -320,6 +349,11 @@ mod tests {
         }
     }
 
+    /// A shutdown deadline far enough for any healthy test store.
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
     fn entry() -> Arc<CatalogEntry> {
         let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
         Arc::new(CatalogEntry::new(&video, 0))
@@ -360,7 +394,7 @@ mod tests {
         for _ in 0..5 {
             assert!(bus.record(view(&video)));
         }
-        let report = handle.shutdown();
+        let report = handle.shutdown(soon());
         assert_eq!(report.persisted, 15);
         assert_eq!(
             store.batches.lock().clone(),
@@ -387,7 +421,7 @@ mod tests {
         for _ in 0..5_000 {
             assert!(bus.record(view(&video)));
         }
-        let report = handle.shutdown();
+        let report = handle.shutdown(soon());
         assert_eq!(report.persisted, 5_000);
         assert_eq!(metrics.views_dropped.get(), 0);
         let batches = store.batches.lock().clone();
@@ -443,7 +477,7 @@ mod tests {
         }
         assert_eq!(video.persisted_views(), 3, "aged batch was not flushed");
         assert_eq!(metrics.views_persisted.get(), 3);
-        handle.shutdown();
+        handle.shutdown(soon());
     }
 
     #[test]
@@ -458,7 +492,7 @@ mod tests {
         for _ in 0..50 {
             bus.record(view(&video));
         }
-        let report = handle.shutdown();
+        let report = handle.shutdown(soon());
         assert_eq!(
             report,
             WriterReport {
@@ -468,6 +502,38 @@ mod tests {
         );
         assert_eq!(metrics.store_errors.get(), 3);
         assert_eq!(video.persisted_views(), 50);
+    }
+
+    #[test]
+    fn a_failing_store_cannot_hold_shutdown_past_its_deadline() {
+        // The disk is full: every write fails, retriably. 100 batches are queued; with a
+        // give-up budget per batch this took minutes. One deadline bounds them all.
+        let store = RecordingStore {
+            retriable: true,
+            ..RecordingStore::default()
+        };
+        *store.failures_left.lock() = u32::MAX;
+        let limits = BatchLimits {
+            max_views: 10,
+            max_age: Duration::from_millis(5),
+        };
+        let (bus, handle, metrics) = setup(limits, store.clone());
+        let video = entry();
+        for _ in 0..1_000 {
+            assert!(bus.record(view(&video)));
+        }
+        let started = Instant::now();
+        let report = handle.shutdown(started + Duration::from_millis(300));
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(800), "shutdown took {took:?}");
+        assert_eq!(
+            report,
+            WriterReport {
+                persisted: 0,
+                failed: 1_000
+            }
+        );
+        assert_eq!(metrics.views_failed.get(), 1_000);
     }
 
     #[test]
@@ -482,7 +548,7 @@ mod tests {
         for _ in 0..5 {
             bus.record(view(&video));
         }
-        let report = handle.shutdown();
+        let report = handle.shutdown(soon());
         assert_eq!(report.persisted + report.failed, 5);
         assert_eq!(metrics.views_failed.get(), report.failed);
         assert_eq!(video.persisted_views(), report.persisted);

@@ -47,13 +47,29 @@ impl Server {
     /// Starts the server with a fresh data directory in a process whose descriptor limit,
     /// soft and hard, is `limit` (as a container or systemd unit would set it).
     pub fn start_with_descriptor_limit(extra: &[&str], limit: u64) -> Server {
+        Server::start_limited(extra, (libc::RLIMIT_NOFILE, limit))
+    }
+
+    /// Starts the server in a process that may write files of at most `bytes`: a disk
+    /// that fills up, without the privileges a small tmpfs would need. Writes past it fail
+    /// (`EFBIG`; the signal that would kill the process is ignored, as a real full disk
+    /// sends none).
+    pub fn start_with_file_size_limit(extra: &[&str], bytes: u64) -> Server {
+        Server::start_limited(extra, (libc::RLIMIT_FSIZE, bytes))
+    }
+
+    fn start_limited(extra: &[&str], limit: (libc::__rlimit_resource_t, u64)) -> Server {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut server = Server::spawn(temp.path(), extra, Some(limit));
         server._temp = Some(temp);
         server
     }
 
-    fn spawn(data_dir: &Path, extra: &[&str], descriptor_limit: Option<u64>) -> Server {
+    fn spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        limit: Option<(libc::__rlimit_resource_t, u64)>,
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_video-server"));
         command
@@ -64,16 +80,19 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(limit) = descriptor_limit {
-            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe
-            // and touches no memory but the struct on this stack.
+        if let Some((resource, value)) = limit {
+            // SAFETY: between fork and exec only setrlimit and signal run, both
+            // async-signal-safe, touching no memory but the struct on this stack.
             unsafe {
                 command.pre_exec(move || {
                     let rlimit = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
+                        rlim_cur: value,
+                        rlim_max: value,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                    if resource == libc::RLIMIT_FSIZE {
+                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    }
+                    if libc::setrlimit(resource, &rlimit) == 0 {
                         Ok(())
                     } else {
                         Err(std::io::Error::last_os_error())

@@ -29,6 +29,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use crate::cors::CorsOrigins;
+use crate::health::Health;
 use crate::http::{conditional, HttpError, Request, Response, Service};
 use crate::json;
 use crate::metrics::Metrics;
@@ -112,6 +113,17 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
+/// How the API is configured (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// Which sources may be signed.
+    pub signing_policy: SigningPolicy,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which origins browsers may read our responses from.
+    pub cors: CorsOrigins,
+}
+
 /// The video service: everything a request handler needs, shared by all connections.
 pub struct VideoApi {
     catalog: SharedCatalog,
@@ -121,6 +133,8 @@ pub struct VideoApi {
     policy: SigningPolicy,
     views: ViewBus,
     metrics: Arc<Metrics>,
+    /// Problems `/healthz` reports.
+    health: Arc<Health>,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpNet>,
     /// Which origins browsers may read our responses from.
@@ -133,21 +147,23 @@ impl VideoApi {
     pub fn new(
         catalog: SharedCatalog,
         signing: SharedSigning,
-        policy: SigningPolicy,
         views: ViewBus,
         metrics: Arc<Metrics>,
-        trusted_proxies: Vec<IpNet>,
-        cors: CorsOrigins,
+        health: Arc<Health>,
+        settings: ApiSettings,
     ) -> Self {
-        let common_headers = cors.common_headers(signing.load().api_keys.is_some());
+        let common_headers = settings
+            .cors
+            .common_headers(signing.load().api_keys.is_some());
         VideoApi {
             catalog,
             signing,
-            policy,
+            policy: settings.signing_policy,
             views,
             metrics,
-            trusted_proxies,
-            cors,
+            health,
+            trusted_proxies: settings.trusted_proxies,
+            cors: settings.cors,
             common_headers,
         }
     }
@@ -164,12 +180,7 @@ impl VideoApi {
             Route::Token if is_get => self.serve_video("token", request, response),
             Route::Video(id) if is_get => self.serve_video(id, request, response),
             Route::VideoViews(id) if is_get => self.serve_view_count(id, request, response),
-            Route::Health if is_get => {
-                response
-                    .set_content_type("application/json")
-                    .set_cache_control(NEVER_STORE);
-                response.body.extend_from_slice(br#"{"status":"ok"}"#);
-            }
+            Route::Health if is_get => self.serve_health(response),
             Route::Metrics if is_get => {
                 response
                     .set_content_type(Metrics::content_type())
@@ -232,6 +243,28 @@ impl VideoApi {
             .set_content_type("application/json")
             .set_cache_control(NEVER_STORE);
         video.write_json(&mut response.body, Some(&signer));
+    }
+
+    /// `GET /healthz`: ok, or 503 with the problems noticed recently.
+    fn serve_health(&self, response: &mut Response) {
+        response
+            .set_content_type("application/json")
+            .set_cache_control(NEVER_STORE);
+        let problems = self.health.problems();
+        if problems.is_empty() {
+            response.body.extend_from_slice(br#"{"status":"ok"}"#);
+            return;
+        }
+        response.set_status(503);
+        let body = &mut response.body;
+        body.extend_from_slice(br#"{"status":"degraded","problems":["#);
+        for (index, problem) in problems.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            json::write_string(body, problem);
+        }
+        body.extend_from_slice(b"]}");
     }
 
     /// `--signing-policy catalog`: the video and each of its sources must be in the catalog.

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
-use crate::api::{VideoApi, ROUTE_NAMES};
+use crate::api::{ApiSettings, VideoApi, ROUTE_NAMES};
 use crate::config::{Config, StoreKind};
+use crate::health::Health;
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
 use crate::store::catalog_refresh::{catalog_from_documents, CatalogRefresher};
@@ -121,13 +122,17 @@ impl App {
         };
 
         let metrics = Arc::new(Metrics::new(ROUTE_NAMES)?);
+        let health = Arc::new(Health::new());
         let (bus, receiver) = ViewBus::new(config.view_queue as usize, Arc::clone(&metrics));
         let limits = config.batch_limits();
         let (store_summary, writer) = match config.store {
-            StoreKind::Embedded => (
-                store.path().display().to_string(),
-                BatchWriter::new(receiver, store, limits, Arc::clone(&metrics)).spawn(),
-            ),
+            StoreKind::Embedded => {
+                store.watch_file(Arc::clone(&health), Arc::clone(&metrics));
+                (
+                    store.path().display().to_string(),
+                    BatchWriter::new(receiver, store, limits, Arc::clone(&metrics)).spawn(),
+                )
+            }
             StoreKind::Scylla => {
                 let scylla = config.scylla();
                 let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
@@ -156,11 +161,14 @@ impl App {
         let api = VideoApi::new(
             Arc::clone(&catalog),
             Arc::clone(&signing),
-            config.signing_policy,
             bus,
             Arc::clone(&metrics),
-            config.trusted_proxies.0.clone(),
-            config.cors_origins.clone(),
+            health,
+            ApiSettings {
+                signing_policy: config.signing_policy,
+                trusted_proxies: config.trusted_proxies.0.clone(),
+                cors: config.cors_origins.clone(),
+            },
         );
         let http_config = config.http();
         let http = http::start(config.listen, http_config.clone(), Arc::new(api))?;

@@ -17,6 +17,7 @@
 //! - [`store`]: the [`store::ViewStore`] trait, the embedded SQLite store, and ScyllaDB
 //!   behind a resilient wrapper (retry, local outbox, replay) with a catalog refresher.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`health`]: what `/healthz` reports (problems noticed recently).
 //! - [`json`]: writing JSON straight into response buffers.
 //! - [`app`]: starting and stopping it all in order.
 //!
@@ -31,6 +32,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod cors;
+pub mod health;
 pub mod http;
 pub mod json;
 pub mod metrics;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub views_replayed: IntCounter,
     /// Views waiting in the local outbox.
     pub outbox_depth: IntGauge,
+    /// Times the embedded database file was found deleted or replaced (and rebuilt).
+    pub store_file_replaced: IntCounter,
 }
 
 /// Why metrics could not be set up (a duplicate or malformed metric: a programming error).
@@ -156,6 +158,10 @@ impl Metrics {
                 "Views replayed from the local outbox into the remote store",
             )?,
             outbox_depth: IntGauge::new("outbox_depth", "Views waiting in the local outbox")?,
+            store_file_replaced: IntCounter::new(
+                "store_file_replaced_total",
+                "Times the embedded database file was found deleted or replaced, and rebuilt",
+            )?,
             requests,
             registry,
         };
@@ -181,6 +187,7 @@ impl Metrics {
         registry.register(Box::new(self.views_spilled.clone()))?;
         registry.register(Box::new(self.views_replayed.clone()))?;
         registry.register(Box::new(self.outbox_depth.clone()))?;
+        registry.register(Box::new(self.store_file_replaced.clone()))?;
         Ok(())
     }
 

@@ -11,18 +11,31 @@
 //! batches, notices through `PRAGMA data_version` that another process (a `video-server
 //! import`) committed, reloads the catalog with its committed counts and swaps it in.
 //!
+//! The database file is watched, too. SQLite keeps writing to a file that was deleted
+//! under it (the open descriptor still points at it), so a deleted or replaced database
+//! would lose every view at the next restart without a word. About once a second the writer
+//! compares the file at the path with the one it has open; when they differ, it rebuilds
+//! the file at the path from the open connection (`VACUUM INTO`, so nothing committed is
+//! lost), moves a replacement aside rather than overwrite it, reopens, and reports it in
+//! `/healthz` and `/metrics`. At start, `PRAGMA quick_check` must pass: a damaged file is a
+//! clear error, never a silent re-seed.
+//!
 //! Each batch is one transaction with a cached prepared insert: SQLite's cost is per commit
 //! (one WAL append and, with `synchronous = FULL`, one fsync), so a thousand views cost
 //! barely more than one. `FULL` makes a committed batch survive power loss, not just a
 //! crash of this process; at most one commit per batch interval, it costs little.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{StoreError, ViewStore};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::video::{self, Catalog, SharedCatalog, VideoPayload};
 use crate::views::ViewEvent;
 
@@ -62,15 +75,39 @@ const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, 
 
 /// How often the writer asks SQLite whether another process changed the catalog.
 const CATALOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer checks that the file at the path is still the one it writes to.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long `/healthz` reports a rebuilt database file.
+const REBUILT_SHOWN_FOR: Duration = Duration::from_secs(60);
 
 /// The SQLite store.
 pub struct EmbeddedStore {
     connection: Connection,
     path: PathBuf,
+    /// Device and inode of the file the connection opened.
+    identity: FileIdentity,
     /// Reused per batch to add up views per video before updating `view_counts`.
     counts_scratch: HashMap<Box<str>, i64>,
     /// The catalog the HTTP workers serve, when this store keeps it current.
     served: Option<ServedCatalog>,
+    /// Where a deleted or replaced file is reported, when the server watches it.
+    watch: Option<FileWatch>,
+}
+
+/// Which file a path names: (device, inode).
+type FileIdentity = (u64, u64);
+
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// Reporting for the file check.
+struct FileWatch {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    checked: Instant,
 }
 
 /// The served catalog and what is needed to notice that it changed on disk.
@@ -134,16 +171,111 @@ pub(super) fn is_retriable(error: &rusqlite::Error) -> bool {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database under `data_dir`.
+    /// Opens (creating if needed) the database under `data_dir`, and checks it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let connection = open_durable(data_dir, DATABASE_FILE, SCHEMA)?;
         let path = data_dir.join(DATABASE_FILE);
+        check_integrity(&connection, &path)?;
+        let identity = file_identity(&path).ok_or_else(|| StoreError::DataDir {
+            path: path.display().to_string(),
+            error: std::io::Error::other("the database file vanished as it was opened"),
+        })?;
         Ok(EmbeddedStore {
             connection,
             path,
+            identity,
             counts_scratch: HashMap::new(),
             served: None,
+            watch: None,
         })
+    }
+
+    /// Makes the writer check, about once a second, that the file at the path is still
+    /// the one it writes to, rebuild it if not, and report that to `health` and `metrics`.
+    pub fn watch_file(&mut self, health: Arc<Health>, metrics: Arc<Metrics>) {
+        self.watch = Some(FileWatch {
+            health,
+            metrics,
+            checked: Instant::now(),
+        });
+    }
+
+    /// Rebuilds the database file if it was deleted or replaced since it was opened.
+    fn check_file(&mut self) -> Result<(), StoreError> {
+        match &mut self.watch {
+            Some(watch) if watch.checked.elapsed() >= FILE_CHECK_EVERY => {
+                watch.checked = Instant::now();
+            }
+            _ => return Ok(()),
+        }
+        let found = file_identity(&self.path);
+        if found == Some(self.identity) {
+            return Ok(());
+        }
+        let what = if found.is_none() {
+            "deleted"
+        } else {
+            "replaced by another file"
+        };
+        let problem = format!(
+            "the embedded database file {} was {what} while the server ran; rebuilt from the open connection, nothing lost",
+            self.path.display()
+        );
+        tracing::error!(path = %self.path.display(), what, "the embedded database file changed under the server; rebuilding it");
+        self.rebuild(found.is_some())?;
+        if let Some(watch) = &self.watch {
+            watch.metrics.store_file_replaced.inc();
+            watch.health.report(&problem, REBUILT_SHOWN_FOR);
+        }
+        tracing::warn!(path = %self.path.display(), "rebuilt the embedded database file");
+        Ok(())
+    }
+
+    /// Writes everything the open connection holds to a new file at the path (moving a
+    /// file that replaced ours aside, never deleting it), then reopens there.
+    fn rebuild(&mut self, replaced: bool) -> Result<(), StoreError> {
+        let io = |action: &'static str| {
+            move |error: std::io::Error| StoreError::DataDir {
+                path: action.into(),
+                error,
+            }
+        };
+        let rebuilt = self.path.with_extension("sqlite3.rebuild");
+        let _ = std::fs::remove_file(&rebuilt);
+        self.connection
+            .execute("VACUUM INTO ?1", [rebuilt.to_string_lossy()])
+            .map_err(sqlite("copy the open database"))?;
+        if replaced {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            let aside = self
+                .path
+                .with_extension(format!("sqlite3.replaced-{stamp}"));
+            std::fs::rename(&self.path, &aside).map_err(io("move the replacing file aside"))?;
+            tracing::warn!(aside = %aside.display(), "kept the file that replaced the database");
+        }
+        std::fs::rename(&rebuilt, &self.path)
+            .map_err(io("move the rebuilt database into place"))?;
+        // The old connection closes before the new one opens: closing removes its WAL by
+        // name, which must not be left for the new file to read. Until the new one opens,
+        // an empty in-memory placeholder stands in (nothing is written meanwhile).
+        let old = std::mem::replace(
+            &mut self.connection,
+            Connection::open_in_memory().map_err(sqlite("swap connections"))?,
+        );
+        drop(old);
+        let data_dir = self.path.parent().unwrap_or(Path::new("."));
+        self.connection = open_durable(data_dir, DATABASE_FILE, SCHEMA)?;
+        self.identity = file_identity(&self.path).unwrap_or_default();
+        if let Some(served) = &mut self.served {
+            // data_version counts per connection: start over with the new one.
+            served.data_version = self
+                .connection
+                .query_row("PRAGMA data_version", [], |row| row.get(0))
+                .map_err(sqlite("read data_version"))?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -346,6 +478,18 @@ impl ViewStore for EmbeddedStore {
     }
 
     fn maintain(&mut self) {
+        if let Err(error) = self.check_file() {
+            tracing::error!(%error, "cannot rebuild the embedded database file; views go to the unlinked file until restart");
+            if let Some(watch) = &self.watch {
+                watch.health.report(
+                    &format!(
+                        "the embedded database file {} is gone and could not be rebuilt: {error}",
+                        self.path.display()
+                    ),
+                    REBUILT_SHOWN_FOR,
+                );
+            }
+        }
         if let Err(error) = self.refresh_served_catalog() {
             tracing::warn!(%error, "cannot check the catalog for changes; serving the one loaded");
         }
@@ -363,6 +507,22 @@ impl ViewStore for EmbeddedStore {
             }
             _ => super::credit_each_view(views),
         }
+    }
+}
+
+/// `PRAGMA quick_check`: a damaged database stops the start with what is wrong, instead
+/// of being served (or replaced by a fresh one) without a word.
+fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let verdict: String = connection
+        .query_row("PRAGMA quick_check", [], |row| row.get(0))
+        .map_err(sqlite("check integrity"))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Damaged {
+            path: path.display().to_string(),
+            problem: verdict,
+        })
     }
 }
 

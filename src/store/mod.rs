@@ -65,6 +65,11 @@ pub enum StoreError {
         context: &'static str,
         error: rusqlite::Error,
     },
+    #[error(
+        "the embedded database {path} failed its integrity check ({problem}); restore it \
+         from a backup, or move it aside to start with an empty one (it was left untouched)"
+    )]
+    Damaged { path: String, problem: String },
     #[error("stored video {video_id:?} is not a valid document: {error}")]
     CorruptDocument {
         video_id: String,
@@ -92,7 +97,9 @@ impl StoreError {
                 *retriable
             }
             StoreError::Unreachable { .. } => true,
-            StoreError::DataDir { .. } | StoreError::CorruptDocument { .. } => false,
+            StoreError::DataDir { .. }
+            | StoreError::CorruptDocument { .. }
+            | StoreError::Damaged { .. } => false,
         }
     }
 }

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -32,6 +32,7 @@ use crate::cors::CorsOrigins;
 use crate::health::Health;
 use crate::http::{conditional, HttpError, Request, Response, Service};
 use crate::json;
+use crate::limiter::{RateLimit, RateLimiter, ViewDedup};
 use crate::metrics::Metrics;
 use crate::token::access::Refusal;
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
@@ -122,6 +123,11 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Which origins browsers may read our responses from.
     pub cors: CorsOrigins,
+    /// Requests per client and route, when limited (`--rate-limit`).
+    pub rate_limit: Option<RateLimit>,
+    /// Plays of one video by one client within this window count once
+    /// (`--view-dedup-seconds`); `None`: every play counts.
+    pub view_dedup: Option<std::time::Duration>,
 }
 
 /// The video service: everything a request handler needs, shared by all connections.
@@ -139,6 +145,10 @@ pub struct VideoApi {
     trusted_proxies: Vec<IpNet>,
     /// Which origins browsers may read our responses from.
     cors: CorsOrigins,
+    /// Per-client request rates, when limited.
+    rate_limiter: Option<RateLimiter>,
+    /// Repeated plays counted once, when configured.
+    view_dedup: Option<ViewDedup>,
     /// CORS headers, sent on every response.
     common_headers: Vec<u8>,
 }
@@ -164,6 +174,8 @@ impl VideoApi {
             health,
             trusted_proxies: settings.trusted_proxies,
             cors: settings.cors,
+            rate_limiter: settings.rate_limit.map(RateLimiter::new),
+            view_dedup: settings.view_dedup.map(ViewDedup::new),
             common_headers,
         }
     }
@@ -304,8 +316,16 @@ impl VideoApi {
         // A revalidation is a play too: a cache in front of us asks before each one.
         if request.method == "GET" {
             let client_ip = self.client_ip(request);
-            self.views
-                .record(ViewEvent::now(Arc::clone(entry), client_ip));
+            let counts = self
+                .view_dedup
+                .as_ref()
+                .is_none_or(|dedup| dedup.counts(client_ip, entry.video_id()));
+            if counts {
+                self.views
+                    .record(ViewEvent::now(Arc::clone(entry), client_ip));
+            } else {
+                self.metrics.views_deduplicated.inc();
+            }
         }
     }
 
@@ -365,6 +385,19 @@ impl VideoApi {
             .unwrap_or(peer)
     }
 
+    /// With `--rate-limit`, how long this client must wait before its next request on
+    /// this route (`None`: go ahead). Health checks, metrics and preflights are never
+    /// limited.
+    fn over_rate_limit(&self, route: Route<'_>, request: &Request<'_>) -> Option<Duration> {
+        let limiter = self.rate_limiter.as_ref()?;
+        if matches!(route, Route::Health | Route::Metrics) || request.method == "OPTIONS" {
+            return None;
+        }
+        limiter
+            .check(self.client_ip(request), route.metric_index())
+            .err()
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
@@ -374,7 +407,10 @@ impl Service for VideoApi {
     fn call(&self, request: &Request<'_>, response: &mut Response) {
         let started = Instant::now();
         let route = route(request.path());
-        self.dispatch(route, request, response);
+        match self.over_rate_limit(route, request) {
+            Some(wait) => refuse_too_many(wait, response),
+            None => self.dispatch(route, request, response),
+        }
         if let Some(origin) = self.cors.allowed_origin(request.header("origin")) {
             response.add_header("Access-Control-Allow-Origin", origin.as_bytes());
         }
@@ -424,6 +460,17 @@ fn revalidate(
         response.set_status(304);
     }
     not_modified
+}
+
+/// A 429 that says when to come back.
+fn refuse_too_many(wait: Duration, response: &mut Response) {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.set_json_error(
+        429,
+        &format!("too many requests from this client; retry in {seconds} s"),
+    );
+    let mut digits = itoa::Buffer::new();
+    response.add_header("Retry-After", digits.format(seconds.max(1)).as_bytes());
 }
 
 /// A 401 that says what was wrong and how to authenticate.

@@ -168,6 +168,9 @@ impl App {
                 signing_policy: config.signing_policy,
                 trusted_proxies: config.trusted_proxies.0.clone(),
                 cors: config.cors_origins.clone(),
+                rate_limit: config.rate_limit,
+                view_dedup: (config.view_dedup_seconds > 0)
+                    .then(|| Duration::from_secs(u64::from(config.view_dedup_seconds))),
             },
         );
         let http_config = config.http();
@@ -191,6 +194,8 @@ impl App {
             request_timeout_ms = config.request_timeout_ms,
             trusted_proxies = ?config.trusted_proxies.0,
             cors_origins = ?config.cors_origins,
+            rate_limit = ?config.rate_limit,
+            view_dedup_seconds = config.view_dedup_seconds,
             "listening"
         );
         Ok(App {

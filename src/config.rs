@@ -16,6 +16,7 @@ use crate::store::scylla::{Replication, ScyllaConfig};
 
 use crate::cors::CorsOrigins;
 use crate::http::{HttpConfig, Limits};
+use crate::limiter::RateLimit;
 use crate::token::SigningPolicy;
 use crate::views::BatchLimits;
 
@@ -173,6 +174,18 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_CORS_ORIGINS", default_value = "*",
           value_parser = CorsOrigins::parse)]
     pub cors_origins: CorsOrigins,
+
+    /// Requests per second each client may make on each route, with an optional burst:
+    /// "20" or "20/100". A client over it gets 429 with Retry-After (health and metrics
+    /// are never limited). The client is the peer, or X-Forwarded-For from a trusted proxy.
+    /// Off by default (the old service had no limit); the production setting.
+    #[arg(long, env = "VIDEO_SERVER_RATE_LIMIT", value_parser = RateLimit::parse)]
+    pub rate_limit: Option<RateLimit>,
+
+    /// Plays of one video by one client within this many seconds count as one view.
+    /// Default 0: every play counts, as the old service did.
+    #[arg(long, env = "VIDEO_SERVER_VIEW_DEDUP_SECONDS", default_value_t = 0)]
+    pub view_dedup_seconds: u32,
 
     /// Where views are written: "embedded" (SQLite under --data-dir) or "scylla" (a ScyllaDB
     /// cluster, with a local outbox under --data-dir while the cluster is unreachable).

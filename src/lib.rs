@@ -18,6 +18,7 @@
 //!   behind a resilient wrapper (retry, local outbox, replay) with a catalog refresher.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: what `/healthz` reports (problems noticed recently).
+//! - [`limiter`]: per-client request rates and view de-duplication.
 //! - [`json`]: writing JSON straight into response buffers.
 //! - [`app`]: starting and stopping it all in order.
 //!
@@ -35,6 +36,7 @@ pub mod cors;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod limiter;
 pub mod metrics;
 pub mod store;
 pub mod token;

@@ -14,8 +14,8 @@ use prometheus::{
 };
 
 /// Status codes the server produces; anything else is counted under "other".
-const STATUSES: [u16; 15] = [
-    200, 204, 400, 401, 403, 404, 405, 408, 413, 415, 417, 431, 500, 501, 503,
+const STATUSES: [u16; 17] = [
+    200, 204, 304, 400, 401, 403, 404, 405, 408, 413, 415, 417, 429, 431, 500, 501, 503,
 ];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 /// The most routes a service may name.
@@ -58,6 +58,9 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Times the embedded database file was found deleted or replaced (and rebuilt).
     pub store_file_replaced: IntCounter,
+    /// Plays not counted as views: the same client played the same video within
+    /// `--view-dedup-seconds`.
+    pub views_deduplicated: IntCounter,
 }
 
 /// Why metrics could not be set up (a duplicate or malformed metric: a programming error).
@@ -158,6 +161,10 @@ impl Metrics {
                 "Views replayed from the local outbox into the remote store",
             )?,
             outbox_depth: IntGauge::new("outbox_depth", "Views waiting in the local outbox")?,
+            views_deduplicated: IntCounter::new(
+                "views_deduplicated_total",
+                "Plays not counted: the same client played the same video within --view-dedup-seconds",
+            )?,
             store_file_replaced: IntCounter::new(
                 "store_file_replaced_total",
                 "Times the embedded database file was found deleted or replaced, and rebuilt",
@@ -188,6 +195,7 @@ impl Metrics {
         registry.register(Box::new(self.views_replayed.clone()))?;
         registry.register(Box::new(self.outbox_depth.clone()))?;
         registry.register(Box::new(self.store_file_replaced.clone()))?;
+        registry.register(Box::new(self.views_deduplicated.clone()))?;
         Ok(())
     }
 

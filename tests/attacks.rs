@@ -211,3 +211,79 @@ fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
     );
     drop(busy);
 }
+
+/// Pipelines `count` GETs of video 12345 on one connection; the statuses in order.
+fn pipeline_plays(server: &Server, count: usize, headers: &str) -> Vec<u16> {
+    let mut client = server.connect();
+    let request = format!("GET /video/12345 HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
+    client.send_raw(request.repeat(count).as_bytes());
+    (0..count).map(|_| client.read_response().status).collect()
+}
+
+#[test]
+fn a_rate_limited_client_gets_429_with_retry_after_and_others_are_unaffected() {
+    let server = Server::start(&["--rate-limit", "2/5", "--trusted-proxies", "127.0.0.1"]);
+    // One client pipelines 20 plays: its burst of 5 passes, the rest are refused.
+    let statuses = pipeline_plays(&server, 20, "X-Forwarded-For: 203.0.113.7\r\n");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+    let mut client = server.connect();
+    client.send_request(
+        "GET",
+        "/video/12345",
+        &[("X-Forwarded-For", "203.0.113.7")],
+        None,
+    );
+    let refused = client.read_response();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.error().contains("too many requests"),
+        "{}",
+        refused.text()
+    );
+    // Another client, and the token route, have their own budgets; monitoring has none.
+    let other = pipeline_plays(&server, 3, "X-Forwarded-For: 203.0.113.8\r\n");
+    assert_eq!(other, [200, 200, 200]);
+    assert_eq!(
+        server
+            .post_token_with(CONTRACT_BODY, &[("X-Forwarded-For", "203.0.113.7")])
+            .status,
+        200
+    );
+    for _ in 0..20 {
+        assert_eq!(server.get("/healthz").status, 200);
+    }
+    assert_eq!(
+        server.metric("http_requests_total{route=\"video\",status=\"429\"}"),
+        16.0
+    );
+    // Only the plays that were served count as views.
+    assert_eq!(server.wait_for_views("12345", 8), 8);
+}
+
+#[test]
+fn repeated_plays_by_one_client_count_once_within_the_dedup_window() {
+    let server = Server::start(&[
+        "--view-dedup-seconds",
+        "60",
+        "--trusted-proxies",
+        "127.0.0.1",
+    ]);
+    // One connection pipelines 1,000 plays: every one is served, one is a view.
+    let statuses = pipeline_plays(&server, 1_000, "X-Forwarded-For: 203.0.113.7\r\n");
+    assert!(statuses.iter().all(|&status| status == 200));
+    let others = pipeline_plays(&server, 10, "X-Forwarded-For: 203.0.113.8\r\n");
+    assert!(others.iter().all(|&status| status == 200));
+    assert_eq!(server.wait_for_views("12345", 2), 2);
+    // 999 repeats from the first client, 9 from the second.
+    assert_eq!(server.metric("views_deduplicated_total"), 1_008.0);
+}

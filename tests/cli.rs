@@ -86,6 +86,8 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--linger-ms", "VIDEO_SERVER_LINGER_MS"),
         ("--linger-bytes", "VIDEO_SERVER_LINGER_BYTES"),
         ("--max-connections", "VIDEO_SERVER_MAX_CONNECTIONS"),
+        ("--rate-limit", "VIDEO_SERVER_RATE_LIMIT"),
+        ("--view-dedup-seconds", "VIDEO_SERVER_VIEW_DEDUP_SECONDS"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

@@ -3,12 +3,15 @@
 #   nginx    Debian's nginx: its secure_link module verifies the "nginx" scheme's URLs, and
 #            its proxy_cache plays the CDN in front of the server
 #   openssl  verifies the "cloudfront" scheme's RSA signatures
-#   redbot   REDbot, the HTTP linter (PyPI, pinned), judges our caching headers; it goes
-#            into a virtual environment under target/test-tools (cargo clean removes it)
+#   redbot   REDbot, the HTTP linter (PyPI, pinned), judges our caching headers
+#   st       Schemathesis (PyPI, pinned) tests the server against docs/openapi.json
+# The PyPI tools go into virtual environments under target/test-tools (cargo clean removes
+# them), linked from target/test-tools/bin.
 # Idempotent; needs root or sudo only when a Debian package is missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 REDBOT_VERSION="2.7.1"
+SCHEMATHESIS_VERSION="4.32.5"
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -29,12 +32,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 tools="$root/target/test-tools"
-venv="$tools/redbot"
-if [ ! -x "$tools/bin/redbot" ] || ! "$venv/bin/pip" show redbot 2>/dev/null | grep -qx "Version: $REDBOT_VERSION"; then
-  echo "installing redbot $REDBOT_VERSION (PyPI) into $venv" >&2
+# pypi_tool PACKAGE VERSION COMMAND: a virtual environment of its own, linked into bin/.
+pypi_tool() {
+  local package=$1 version=$2 command=$3 venv="$tools/$1"
+  if [ -x "$tools/bin/$command" ] && "$venv/bin/pip" show "$package" 2>/dev/null | grep -qx "Version: $version"; then
+    return
+  fi
+  echo "installing $package $version (PyPI) into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "redbot==$REDBOT_VERSION"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$package==$version"
   mkdir -p "$tools/bin"
-  ln -sf "$venv/bin/redbot" "$tools/bin/redbot"
-fi
+  ln -sf "$venv/bin/$command" "$tools/bin/$command"
+}
+pypi_tool redbot "$REDBOT_VERSION" redbot
+pypi_tool schemathesis "$SCHEMATHESIS_VERSION" st

@@ -8,6 +8,7 @@
 //! | `/healthz` | GET, HEAD | `{"status":"ok"}` | `no-store` |
 //! | `/metrics` | GET, HEAD | Prometheus text format | `no-store` |
 //! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against | `no-store` |
+//! | `/openapi.json` | GET, HEAD | this API in OpenAPI 3 (`docs/openapi.json`) | `no-cache` + `ETag` |
 //!
 //! Caching is chosen for what a route does. A play (`GET /video/:videoId`) must reach us to
 //! be counted: shared caches (a CDN in front of us) may not store it at all (`private`),
@@ -48,6 +49,7 @@ enum Route<'p> {
     Health,
     Metrics,
     Plaintext,
+    OpenApi,
     NotFound,
 }
 
@@ -60,10 +62,11 @@ pub const ROUTE_NAMES: &[&str] = &[
     "healthz",
     "metrics",
     "plaintext",
+    "openapi",
     "not_found",
     "rejected",
 ];
-const REJECTED_ROUTE: usize = 7;
+const REJECTED_ROUTE: usize = 8;
 
 impl Route<'_> {
     fn metric_index(&self) -> usize {
@@ -74,7 +77,8 @@ impl Route<'_> {
             Route::Health => 3,
             Route::Metrics => 4,
             Route::Plaintext => 5,
-            Route::NotFound => 6,
+            Route::OpenApi => 6,
+            Route::NotFound => 7,
         }
     }
 
@@ -83,9 +87,11 @@ impl Route<'_> {
         match self {
             Route::Token => "GET, HEAD, POST, OPTIONS",
             Route::Video(_) | Route::VideoViews(_) => "GET, HEAD, OPTIONS",
-            Route::Health | Route::Metrics | Route::Plaintext | Route::NotFound => {
-                "GET, HEAD, OPTIONS"
-            }
+            Route::Health
+            | Route::Metrics
+            | Route::Plaintext
+            | Route::OpenApi
+            | Route::NotFound => "GET, HEAD, OPTIONS",
         }
     }
 }
@@ -102,6 +108,7 @@ fn route(path: &str) -> Route<'_> {
         "/healthz" => return Route::Health,
         "/metrics" => return Route::Metrics,
         "/plaintext" => return Route::Plaintext,
+        "/openapi.json" => return Route::OpenApi,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/video/") else {
@@ -198,6 +205,12 @@ impl VideoApi {
                     .set_content_type(Metrics::content_type())
                     .set_cache_control(NEVER_STORE);
                 self.metrics.render(&mut response.body);
+            }
+            Route::OpenApi if is_get => {
+                if !revalidate(request, &OPENAPI_ETAG, REVALIDATE, response) {
+                    response.set_content_type("application/json");
+                    response.body.extend_from_slice(OPENAPI.as_bytes());
+                }
             }
             Route::Plaintext if is_get => {
                 response
@@ -436,6 +449,19 @@ impl Service for VideoApi {
         self.metrics.connections_open.dec();
     }
 }
+
+/// The API described in OpenAPI 3 (`docs/openapi.json`), served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+/// Its entity tag, a hash of the document.
+static OPENAPI_ETAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(OPENAPI.as_bytes());
+    let hex: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("\"{hex}\"")
+});
 
 /// A play: only the viewer's own cache may keep it, and it asks us before every use, so
 /// each play reaches the server and is counted.

@@ -316,6 +316,22 @@ fn write_decoded_string(out: &mut Vec<u8>, text: &Cow<'_, str>) {
     out.push(b'"');
 }
 
+/// Whitespace as JavaScript's `String.prototype.trim` knows it, which the old Node service
+/// trimmed with (Rust's own `trim` differs on U+0085 and U+FEFF).
+fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
+}
+
 // ---- visitors ------------------------------------------------------------------------
 
 /// A string, borrowed from the input when it has no escapes.
@@ -569,7 +585,7 @@ impl<'de> Visitor<'de> for VideoVisitor<'_> {
                         path,
                         problem: "must be a string",
                     })?;
-                    if value.trim().is_empty() {
+                    if value.trim_matches(is_js_whitespace).is_empty() {
                         return Err(slot.fail(path, "must not be empty"));
                     }
                     if field == VideoField::VideoId {
@@ -788,6 +804,22 @@ mod tests {
             .expect("valid");
         assert!(video.id.is_none());
         assert!(video.sources.is_empty());
+    }
+
+    #[test]
+    fn blank_means_what_javascript_trims() {
+        let body = |title: &str| {
+            format!(r#"{{"video":{{"videoId":"v","title":"{title}","sources":[]}}}}"#)
+        };
+        for blank in [" ", "\\t\\n", "\\u00a0\\u2003", "\\ufeff", "\\u3000 "] {
+            assert_eq!(
+                error_of(&body(blank)),
+                "video.title must not be empty",
+                "{blank}"
+            );
+        }
+        // U+0085 is whitespace to Rust but not to JavaScript: a title, as it was for Node.
+        assert!(parse_token_request(body("\\u0085").as_bytes()).is_ok());
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! The API document (`docs/openapi.json`, served at `/openapi.json`) against the server:
+//! it lists every route, and Schemathesis (PyPI, installed by `scripts/test.sh`) generates
+//! requests from it, valid and invalid, and checks every answer: no 5xx, only documented
+//! statuses, bodies and headers matching their schemas, invalid input refused.
+
+mod common;
+
+use common::{external_tool, Server};
+
+#[test]
+fn the_served_document_is_the_repository_one_and_lists_every_route() {
+    let server = Server::start(&[]);
+    let served = server.get("/openapi.json");
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+        .expect("read docs/openapi.json");
+    assert_eq!(served.text(), file);
+    let document: serde_json::Value = serde_json::from_str(&file).expect("valid JSON");
+    assert_eq!(document["openapi"], "3.0.3");
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/video/{videoId}",
+        "/video/{videoId}/views",
+        "/video/token",
+        "/healthz",
+        "/metrics",
+        "/plaintext",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+    // Every route the server answers is documented: an undocumented path is a 404.
+    for (path, operations) in paths {
+        let concrete = path.replace("{videoId}", "12345");
+        for method in operations.as_object().expect("operations").keys() {
+            if method == "parameters" {
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            let mut client = server.connect();
+            let body = (method == "POST").then_some(common::CONTRACT_BODY);
+            client.send_request(
+                &method,
+                &concrete,
+                &[("Content-Type", "application/json")],
+                body,
+            );
+            let response = if method == "HEAD" {
+                client.read_head_response()
+            } else {
+                client.read_response()
+            };
+            assert_ne!(
+                response.status, 405,
+                "{method} {path} is documented but refused"
+            );
+        }
+    }
+}
+
+#[test]
+fn schemathesis_finds_the_server_conforming_to_its_document() {
+    let Some(schemathesis) = external_tool("st") else {
+        return;
+    };
+    let server = Server::start(&[]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(schemathesis)
+        .current_dir(work.path())
+        .args([
+            "run",
+            &format!("http://{}/openapi.json", server.addr),
+            "--checks",
+            "all",
+            "--max-examples",
+            "50",
+            "--generation-database",
+            "none",
+            "--no-color",
+        ])
+        .output()
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let summary: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            line.contains("generated") || line.contains("passed") || line.contains("failed")
+        })
+        .collect();
+    eprintln!("schemathesis: {}", summary.join(" | "));
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("Test cases:"), "{report}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}

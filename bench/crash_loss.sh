@@ -13,6 +13,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 RUNS="${RUNS:-3}"
 KILL_AFTER="${KILL_AFTER:-3}"
 SERVER_CPU="${SERVER_CPU:-1}"
@@ -26,15 +28,6 @@ data_dirs=()
 cleanup() { rm -rf "${data_dirs[@]}"; }
 trap cleanup EXIT
 
-wait_ready() { # port pid
-  local deadline=$((SECONDS + 30))
-  until curl -fs -o /dev/null "http://127.0.0.1:$1/healthz"; do
-    kill -0 "$2" 2>/dev/null || { echo "server exited during start" >&2; exit 1; }
-    ((SECONDS < deadline)) || { echo "server not ready after 30 s" >&2; exit 1; }
-    sleep 0.1
-  done
-}
-
 for run in $(seq 1 "$RUNS"); do
   data="$(mktemp -d)"
   data_dirs+=("$data")
@@ -42,7 +35,7 @@ for run in $(seq 1 "$RUNS"); do
   taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$PORT" \
     --data-dir "$data" --log-level warn $FLAGS 2>/dev/null &
   pid=$!
-  wait_ready "$PORT" "$pid"
+  wait_ready "$PORT" "$pid" /healthz # not a play: it would be a view
   out="$(mktemp)"
   taskset -c "$LOAD_CPU" wrk -t1 -c100 -d"$((KILL_AFTER + 2))s" -s bench/wrk/video.lua \
     "http://127.0.0.1:$PORT" >"$out" 2>&1 &
@@ -55,11 +48,10 @@ for run in $(seq 1 "$RUNS"); do
   rm -f "$out"
   target/release/video-server --listen "127.0.0.1:$PORT" --data-dir "$data" --log-level warn 2>/dev/null &
   pid=$!
-  wait_ready "$PORT" "$pid"
+  wait_ready "$PORT" "$pid" /healthz
   persisted=$(curl -fsS "http://127.0.0.1:$PORT/video/12345/views" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["views"])')
-  kill -TERM "$pid"
-  wait "$pid" 2>/dev/null || true
+  stop_server "$pid"
   lost=$((answered - persisted))
   rate=$(python3 -c "print(round($answered / $KILL_AFTER))")
   echo "run $run: $answered views answered in ~${KILL_AFTER} s (~$rate/s), $persisted persisted, $lost lost at kill -9"

@@ -34,6 +34,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 update_readme=0
 schemes_only=0
@@ -98,20 +100,6 @@ writer_ticks() { # utime + stime of the batch writer thread ("view-writer"), 0 i
 }
 steal_ticks() { # steal time of all CPUs, in clock ticks
   awk '/^cpu / { print $9 }' /proc/stat
-}
-
-wait_ready() { # port pid
-  local deadline=$((SECONDS + 30))
-  until curl -fs -o /dev/null "http://127.0.0.1:$1/video/12345"; do
-    kill -0 "$2" 2>/dev/null || { echo "server exited during start" >&2; return 1; }
-    ((SECONDS < deadline)) || { echo "server not ready after 30 s" >&2; return 1; }
-    sleep 0.1
-  done
-}
-
-stop_server() { # pid
-  kill -TERM "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
 }
 
 token_requests() { # port: POST /video/token requests answered 200 so far (from /metrics)

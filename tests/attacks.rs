@@ -12,19 +12,11 @@ use std::time::{Duration, Instant};
 use common::{Server, CONTRACT_BODY};
 
 /// Raises this process's descriptor limit to its hard limit (for tests that open thousands
-/// of connections); the new soft limit.
+/// of connections), the way the server raises its own; the new soft limit.
 fn raise_descriptor_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
+    video_server::http::limits::raise_descriptor_limit()
+        .expect("getrlimit and setrlimit")
+        .soft
 }
 
 #[test]

@@ -81,24 +81,26 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some((resource, value)) = limit {
-            // SAFETY: between fork and exec only setrlimit and signal run, both
-            // async-signal-safe, touching no memory but the struct on this stack.
-            unsafe {
-                command.pre_exec(move || {
-                    let rlimit = libc::rlimit {
-                        rlim_cur: value,
-                        rlim_max: value,
-                    };
-                    if resource == libc::RLIMIT_FSIZE {
-                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    }
-                    if libc::setrlimit(resource, &rlimit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            let set_limit = move || -> std::io::Result<()> {
+                if resource == libc::RLIMIT_FSIZE {
+                    // SAFETY: changing a signal's disposition to "ignore" is
+                    // async-signal-safe and touches no memory of ours.
+                    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+                }
+                let rlimit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                // SAFETY: setrlimit is async-signal-safe and only reads the struct above.
+                if unsafe { libc::setrlimit(resource, &rlimit) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            // SAFETY: between fork and exec the closure runs only async-signal-safe calls
+            // (signal, setrlimit) and allocates nothing.
+            unsafe { command.pre_exec(set_limit) };
         }
         let mut child = command.spawn().expect("spawn video-server");
         let stderr = child.stderr.take().expect("stderr piped");

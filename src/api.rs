@@ -40,7 +40,7 @@ use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
 use crate::video::{self, SharedCatalog, VideoPayload};
 use crate::views::{ViewBus, ViewEvent};
 
-/// What a request was routed to; the index labels its metrics.
+/// What a request was routed to, with the path's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'p> {
     Token,
@@ -53,32 +53,81 @@ enum Route<'p> {
     NotFound,
 }
 
-/// Metric labels, indexed by [`Route::metric_index`]; the last is for requests the HTTP
-/// layer refused before routing.
-pub const ROUTE_NAMES: &[&str] = &[
-    "token",
-    "video",
-    "video_views",
-    "healthz",
-    "metrics",
-    "plaintext",
-    "openapi",
-    "not_found",
-    "rejected",
-];
-const REJECTED_ROUTE: usize = 8;
+/// Every route by name, plus the requests the HTTP layer refused before routing: the one
+/// source of the `route` label of the request metrics and of its index in their table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Token,
+    Video,
+    VideoViews,
+    Health,
+    Metrics,
+    Plaintext,
+    OpenApi,
+    NotFound,
+    Rejected,
+}
+
+impl RouteKind {
+    /// Every kind, in metrics index order.
+    pub const ALL: [RouteKind; 9] = [
+        RouteKind::Token,
+        RouteKind::Video,
+        RouteKind::VideoViews,
+        RouteKind::Health,
+        RouteKind::Metrics,
+        RouteKind::Plaintext,
+        RouteKind::OpenApi,
+        RouteKind::NotFound,
+        RouteKind::Rejected,
+    ];
+
+    /// The `route` label of its metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RouteKind::Token => "token",
+            RouteKind::Video => "video",
+            RouteKind::VideoViews => "video_views",
+            RouteKind::Health => "healthz",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Plaintext => "plaintext",
+            RouteKind::OpenApi => "openapi",
+            RouteKind::NotFound => "not_found",
+            RouteKind::Rejected => "rejected",
+        }
+    }
+
+    /// Its row in the metrics table: its position in [`RouteKind::ALL`].
+    #[inline]
+    pub const fn metric_index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The metric labels, indexed by [`RouteKind::metric_index`]; built from the enum, so the
+/// two cannot drift apart (a misordered [`RouteKind::ALL`] fails the build).
+pub const ROUTE_NAMES: [&str; RouteKind::ALL.len()] = {
+    let mut names = [""; RouteKind::ALL.len()];
+    let mut index = 0;
+    while index < names.len() {
+        assert!(RouteKind::ALL[index].metric_index() == index);
+        names[index] = RouteKind::ALL[index].name();
+        index += 1;
+    }
+    names
+};
 
 impl Route<'_> {
-    fn metric_index(&self) -> usize {
+    fn kind(&self) -> RouteKind {
         match self {
-            Route::Token => 0,
-            Route::Video(_) => 1,
-            Route::VideoViews(_) => 2,
-            Route::Health => 3,
-            Route::Metrics => 4,
-            Route::Plaintext => 5,
-            Route::OpenApi => 6,
-            Route::NotFound => 7,
+            Route::Token => RouteKind::Token,
+            Route::Video(_) => RouteKind::Video,
+            Route::VideoViews(_) => RouteKind::VideoViews,
+            Route::Health => RouteKind::Health,
+            Route::Metrics => RouteKind::Metrics,
+            Route::Plaintext => RouteKind::Plaintext,
+            Route::OpenApi => RouteKind::OpenApi,
+            Route::NotFound => RouteKind::NotFound,
         }
     }
 
@@ -192,27 +241,28 @@ impl VideoApi {
         if method == "OPTIONS" {
             return preflight(route, response);
         }
-        let is_get = method == "GET" || method == "HEAD";
+        // HEAD is answered as GET (the HTTP layer sends the head without the body).
+        let get_or_head = method == "GET" || method == "HEAD";
         match route {
             Route::Token if method == "POST" => self.sign_video(request, response),
             // GET /video/token looks up the video whose id is "token", as Express did.
-            Route::Token if is_get => self.serve_video("token", request, response),
-            Route::Video(id) if is_get => self.serve_video(id, request, response),
-            Route::VideoViews(id) if is_get => self.serve_view_count(id, request, response),
-            Route::Health if is_get => self.serve_health(response),
-            Route::Metrics if is_get => {
+            Route::Token if get_or_head => self.serve_video("token", request, response),
+            Route::Video(id) if get_or_head => self.serve_video(id, request, response),
+            Route::VideoViews(id) if get_or_head => self.serve_view_count(id, request, response),
+            Route::Health if get_or_head => self.serve_health(response),
+            Route::Metrics if get_or_head => {
                 response
                     .set_content_type(Metrics::content_type())
                     .set_cache_control(NEVER_STORE);
                 self.metrics.render(&mut response.body);
             }
-            Route::OpenApi if is_get => {
+            Route::OpenApi if get_or_head => {
                 if !revalidate(request, &OPENAPI_ETAG, REVALIDATE, response) {
                     response.set_content_type("application/json");
                     response.body.extend_from_slice(OPENAPI.as_bytes());
                 }
             }
-            Route::Plaintext if is_get => {
+            Route::Plaintext if get_or_head => {
                 response
                     .set_content_type("text/plain")
                     .set_cache_control(NEVER_STORE);
@@ -343,7 +393,7 @@ impl VideoApi {
     }
 
     /// `GET /video/:videoId/views`: read from memory, kept current by the batch writer
-    /// (embedded store) or by the catalog refresher, which this request nudges (ScyllaDB).
+    /// (embedded store) or by the catalog watcher, which this request nudges (ScyllaDB).
     fn serve_view_count(&self, raw_id: &str, request: &Request<'_>, response: &mut Response) {
         let id = decode_segment(raw_id);
         let catalog = self.catalog.load();
@@ -407,7 +457,7 @@ impl VideoApi {
             return None;
         }
         limiter
-            .check(self.client_ip(request), route.metric_index())
+            .check(self.client_ip(request), route.kind().metric_index())
             .err()
     }
 
@@ -427,8 +477,11 @@ impl Service for VideoApi {
         if let Some(origin) = self.cors.allowed_origin(request.header("origin")) {
             response.add_header("Access-Control-Allow-Origin", origin.as_bytes());
         }
-        self.metrics
-            .observe_request(route.metric_index(), response.status(), started.elapsed());
+        self.metrics.observe_request(
+            route.kind().metric_index(),
+            response.status(),
+            started.elapsed(),
+        );
     }
 
     fn common_headers(&self) -> &[u8] {
@@ -436,8 +489,11 @@ impl Service for VideoApi {
     }
 
     fn rejected(&self, error: &HttpError) {
-        self.metrics
-            .observe_request(REJECTED_ROUTE, error.status(), std::time::Duration::ZERO);
+        self.metrics.observe_request(
+            RouteKind::Rejected.metric_index(),
+            error.status(),
+            std::time::Duration::ZERO,
+        );
     }
 
     fn connection_opened(&self) {

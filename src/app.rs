@@ -1,15 +1,18 @@
 //! Starting and stopping the whole service, in order.
 //!
-//! Start: CDNs → embedded store (seed, import) → catalog in memory → metrics → view bus and
-//! batch writer thread → HTTP server. Stop: HTTP server first (no new views can arrive
-//! once it has stopped), then the batch writer, which drains and flushes every view that
-//! was accepted.
+//! Start: CDNs → the embedded store (seed, `--catalog` import) → the catalog in memory and
+//! its watcher → metrics → view bus and batch writer thread → HTTP server. With `--store
+//! scylla` the catalog and the views go to the cluster instead ([`start_scylla`]); the
+//! embedded store then only provides the catalog served while the cluster cannot be read.
+//! Stop: HTTP server first (no new views can arrive once it has stopped), then the catalog
+//! watcher, then the batch writer, which drains and flushes every view that was accepted.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiSettings, VideoApi, ROUTE_NAMES};
@@ -17,12 +20,18 @@ use crate::config::{Config, StoreKind};
 use crate::health::Health;
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
-use crate::store::catalog_refresh::{catalog_from_documents, CatalogRefresher};
-use crate::store::scylla::{ScyllaCatalogStore, ScyllaViewStore};
-use crate::store::{EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError};
+use crate::store::scylla::{Cluster, ScyllaCatalogStore, ScyllaViewStore};
+use crate::store::{
+    CatalogSource, EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError, ViewStore,
+};
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningSetup, SigningSetupError};
-use crate::video::{self, Catalog, PayloadError, VideoPayload};
-use crate::views::{BatchWriter, ViewBus, WriterHandle};
+use crate::video::{
+    self, Catalog, CatalogWatcher, PayloadError, SharedCatalog, VideoPayload, WatchSettings,
+};
+use crate::views::{BatchWriter, ViewBus, ViewEvent, WriterHandle};
+
+/// How often the embedded store's catalog version is checked for another process's import.
+const EMBEDDED_CATALOG_CHECK: Duration = Duration::from_secs(1);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +40,26 @@ pub enum StartError {
     Signing(#[from] SigningSetupError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read catalog file {path}: {error}")]
-    CatalogRead { path: String, error: std::io::Error },
-    #[error("catalog file {path}: {error}")]
-    CatalogInvalid { path: String, error: PayloadError },
+    #[error("cannot read catalog file {path}: {source}")]
+    CatalogRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("catalog file {path}: {source}")]
+    CatalogInvalid {
+        path: String,
+        #[source]
+        source: PayloadError,
+    },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("cannot start the batch writer thread: {0}")]
-    Writer(std::io::Error),
+    WriterThread(#[source] std::io::Error),
+    #[error("cannot start the catalog watcher thread: {0}")]
+    WatcherThread(#[source] std::io::Error),
+    #[error("cannot start the ScyllaDB driver's runtime: {0}")]
+    ScyllaRuntime(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] http::StartError),
 }
@@ -49,7 +70,7 @@ pub struct App {
     /// CDNs and API keys; [`App::reload_signing`] replaces them.
     signing: SharedSigning,
     writer: WriterHandle,
-    refresher: Option<CatalogRefresher>,
+    watcher: CatalogWatcher,
     metrics: Arc<Metrics>,
     config: Config,
 }
@@ -63,6 +84,15 @@ pub struct StopSummary {
     pub views_dropped_total: u64,
 }
 
+/// The store side of a running service: what serves the catalog, and what writes views.
+struct Storage {
+    catalog: SharedCatalog,
+    watcher: CatalogWatcher,
+    writer: WriterHandle,
+    /// Where views go, for the start log line.
+    summary: String,
+}
+
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
         let signing = SigningSetup::load(config.cdns.as_deref(), config.api_keys.as_deref())?;
@@ -70,93 +100,18 @@ impl App {
         let api_keys = signing.api_keys.as_ref().map_or(0, |keys| keys.len());
         let signing: SharedSigning = Arc::new(ArcSwap::from_pointee(signing));
 
-        // The embedded store always holds a catalog: the catalog itself in embedded mode, the
-        // fallback served while ScyllaDB cannot be read in scylla mode.
-        let mut store = EmbeddedStore::open(&config.data_dir)?;
-        if store.seed_if_empty()? {
-            tracing::info!("seeded the catalog with video 12345");
-        }
-        let imported = match &config.catalog {
-            Some(path) => read_catalog_file(path)?,
-            None => Vec::new(),
-        };
-        if !imported.is_empty() {
-            store.upsert_videos(&imported)?;
-            tracing::info!(videos = imported.len(), "imported catalog");
-        }
-        let mut refresher = None;
-        let catalog = match config.store {
-            StoreKind::Embedded => {
-                let catalog = store.load_catalog()?.shared();
-                // `video-server import` from another process shows up without a restart.
-                store.serve_catalog(Arc::clone(&catalog))?;
-                catalog
-            }
-            StoreKind::Scylla => {
-                let mut remote =
-                    ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;
-                let catalog = match load_remote_catalog(&mut remote, &imported) {
-                    Ok(catalog) => catalog,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read the catalog from ScyllaDB; serving the local catalog until it answers");
-                        store.load_catalog()?
-                    }
-                }
-                .shared();
-                // Counts come from the cluster: ask for all of them once.
-                catalog
-                    .load()
-                    .entries()
-                    .for_each(|entry| entry.want_count());
-                refresher = Some(
-                    CatalogRefresher::spawn(
-                        remote,
-                        Arc::clone(&catalog),
-                        Duration::from_millis(config.catalog_refresh_ms),
-                        Duration::from_millis(config.views_cache_ms),
-                    )
-                    .map_err(StartError::Writer)?,
-                );
-                catalog
-            }
-        };
-
-        let metrics = Arc::new(Metrics::new(ROUTE_NAMES)?);
+        let metrics = Arc::new(Metrics::new(&ROUTE_NAMES)?);
         let health = Arc::new(Health::new());
         let (bus, receiver) = ViewBus::new(config.view_queue as usize, Arc::clone(&metrics));
-        let limits = config.batch_limits();
-        let (store_summary, writer) = match config.store {
-            StoreKind::Embedded => {
-                store.watch_file(Arc::clone(&health), Arc::clone(&metrics));
-                (
-                    store.path().display().to_string(),
-                    BatchWriter::new(receiver, store, limits, Arc::clone(&metrics)).spawn(),
-                )
-            }
-            StoreKind::Scylla => {
-                let scylla = config.scylla();
-                let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
-                let remote = ScyllaViewStore::new(scylla).map_err(StartError::Writer)?;
-                let outbox = Outbox::open(&config.data_dir)?;
-                if outbox.depth() > 0 {
-                    tracing::info!(
-                        views = outbox.depth(),
-                        "outbox holds views from an earlier run; replaying"
-                    );
-                }
-                let resilient = ResilientStore::new(
-                    remote,
-                    outbox,
-                    Arc::clone(&metrics),
-                    RetryPolicy::default(),
-                );
-                (
-                    summary,
-                    BatchWriter::new(receiver, resilient, limits, Arc::clone(&metrics)).spawn(),
-                )
-            }
+        let Storage {
+            catalog,
+            watcher,
+            writer,
+            summary: store_summary,
+        } = match config.store {
+            StoreKind::Embedded => start_embedded(&config, receiver, &metrics, &health)?,
+            StoreKind::Scylla => start_scylla(&config, receiver, &metrics)?,
         };
-        let writer = writer.map_err(StartError::Writer)?;
 
         let api = VideoApi::new(
             Arc::clone(&catalog),
@@ -202,7 +157,7 @@ impl App {
             http,
             signing,
             writer,
-            refresher,
+            watcher,
             metrics,
             config,
         })
@@ -236,10 +191,10 @@ impl App {
                 "connections still open after half the shutdown timeout; closing them"
             );
         }
+        // The watcher first: its read-only connection must be closed before the writer's
+        // closes, so that the writer's, as the last one, checkpoints the log into the file.
+        self.watcher.stop();
         let written = self.writer.shutdown(deadline);
-        if let Some(refresher) = self.refresher {
-            refresher.stop();
-        }
         if written.failed > 0 {
             tracing::error!(
                 lost = written.failed,
@@ -263,13 +218,134 @@ impl App {
     }
 }
 
+/// The embedded store, seeded on first start and given the `--catalog` videos; returns
+/// it and the videos imported.
+fn open_embedded(
+    config: &Config,
+) -> Result<(EmbeddedStore, Vec<VideoPayload<'static>>), StartError> {
+    let mut store = EmbeddedStore::open(&config.data_dir)?;
+    if store.seed_if_empty()? {
+        tracing::info!("seeded the catalog with video 12345");
+    }
+    let imported = match &config.catalog {
+        Some(path) => read_catalog_file(path)?,
+        None => Vec::new(),
+    };
+    if !imported.is_empty() {
+        store.upsert_videos(&imported)?;
+        tracing::info!(videos = imported.len(), "imported catalog");
+    }
+    Ok((store, imported))
+}
+
+/// `--store embedded`: catalog, counts and views in one SQLite file. Counts are exact in
+/// memory (the writer credits what it commits); the watcher picks up imports made by
+/// another process while the server runs.
+fn start_embedded(
+    config: &Config,
+    receiver: Receiver<ViewEvent>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Storage, StartError> {
+    let (mut store, _) = open_embedded(config)?;
+    let mut source = store.catalog_source()?;
+    // Read the version first: an import from now on is seen by the watcher.
+    source.catalog_changed()?;
+    let catalog = Catalog::from_stored(&source.load_videos()?, None).shared();
+    let settings = WatchSettings {
+        catalog_every: EMBEDDED_CATALOG_CHECK,
+        counts_every: None,
+    };
+    let watcher = CatalogWatcher::spawn(source, Arc::clone(&catalog), settings)
+        .map_err(StartError::WatcherThread)?;
+    store.watch_file(Arc::clone(health), Arc::clone(metrics));
+    let summary = store.path().display().to_string();
+    let writer = spawn_writer(store, receiver, config, metrics)?;
+    Ok(Storage {
+        catalog,
+        watcher,
+        writer,
+        summary,
+    })
+}
+
+/// `--store scylla`: catalog and views in the cluster, views through the outbox while it
+/// fails; counts are read back from the cluster by the watcher, since every server adds to
+/// them.
+fn start_scylla(
+    config: &Config,
+    receiver: Receiver<ViewEvent>,
+    metrics: &Arc<Metrics>,
+) -> Result<Storage, StartError> {
+    let (local, imported) = open_embedded(config)?;
+    let scylla = config.scylla();
+    let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
+    let cluster = Cluster::new(scylla).map_err(StartError::ScyllaRuntime)?;
+    let mut remote = ScyllaCatalogStore::new(cluster.clone());
+    let catalog = match load_remote_catalog(&mut remote, &imported) {
+        Ok(catalog) => catalog,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the catalog from ScyllaDB; serving the local catalog until it answers");
+            Catalog::from_stored(&local.load_videos()?, None)
+        }
+    }
+    .shared();
+    // Counts come from the cluster: ask for all of them once.
+    catalog
+        .load()
+        .entries()
+        .for_each(|entry| entry.want_count());
+    let settings = WatchSettings {
+        catalog_every: Duration::from_millis(config.catalog_refresh_ms),
+        counts_every: Some(Duration::from_millis(config.views_cache_ms)),
+    };
+    let watcher = CatalogWatcher::spawn(remote, Arc::clone(&catalog), settings)
+        .map_err(StartError::WatcherThread)?;
+
+    let outbox = Outbox::open(&config.data_dir)?;
+    if outbox.depth() > 0 {
+        tracing::info!(
+            views = outbox.depth(),
+            "outbox holds views from an earlier run; replaying"
+        );
+    }
+    let resilient = ResilientStore::new(
+        ScyllaViewStore::new(cluster),
+        outbox,
+        Arc::clone(metrics),
+        RetryPolicy::default(),
+    );
+    let writer = spawn_writer(resilient, receiver, config, metrics)?;
+    Ok(Storage {
+        catalog,
+        watcher,
+        writer,
+        summary,
+    })
+}
+
+/// Starts the batch writer thread, the only owner of `store`.
+fn spawn_writer(
+    store: impl ViewStore,
+    receiver: Receiver<ViewEvent>,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<WriterHandle, StartError> {
+    BatchWriter::new(receiver, store, config.batch_limits(), Arc::clone(metrics))
+        .spawn()
+        .map_err(StartError::WriterThread)
+}
+
 fn read_catalog_file(path: &Path) -> Result<Vec<VideoPayload<'static>>, StartError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| StartError::CatalogRead {
+    let bytes = std::fs::read(path).map_err(|source| StartError::CatalogRead {
         path: shown.clone(),
-        error,
+        source,
     })?;
-    video::parse_catalog(&bytes).map_err(|error| StartError::CatalogInvalid { path: shown, error })
+    video::parse_catalog(&bytes).map_err(|source| StartError::CatalogInvalid {
+        path: shown,
+        source,
+    })
 }
 
 /// Reads the catalog from ScyllaDB, seeding a fresh cluster with video 12345 and adding the
@@ -278,17 +354,17 @@ fn load_remote_catalog(
     remote: &mut ScyllaCatalogStore,
     imported: &[VideoPayload<'_>],
 ) -> Result<Catalog, StoreError> {
-    let mut documents = remote.load_videos()?;
-    if documents.is_empty() || !imported.is_empty() {
-        if documents.is_empty() {
+    let mut stored = CatalogSource::load_videos(remote)?;
+    if stored.is_empty() || !imported.is_empty() {
+        if stored.is_empty() {
             let seed = crate::store::seed_video()?;
             remote.upsert_videos(&[seed])?;
             tracing::info!("seeded the ScyllaDB catalog with video 12345");
         }
         remote.upsert_videos(imported)?;
-        documents = remote.load_videos()?;
+        stored = CatalogSource::load_videos(remote)?;
     }
-    Ok(catalog_from_documents(&documents, None))
+    Ok(Catalog::from_stored(&stored, None))
 }
 
 /// `video-server import FILE`: loads a JSON array of videos into the configured store.
@@ -300,9 +376,8 @@ pub fn import(config: &Config, path: &Path) -> Result<usize, StartError> {
             Ok(store.upsert_videos(&videos)?)
         }
         StoreKind::Scylla => {
-            let mut remote =
-                ScyllaCatalogStore::new(config.scylla()).map_err(StartError::Writer)?;
-            Ok(remote.upsert_videos(&videos)?)
+            let cluster = Cluster::new(config.scylla()).map_err(StartError::ScyllaRuntime)?;
+            Ok(ScyllaCatalogStore::new(cluster).upsert_videos(&videos)?)
         }
     }
 }

@@ -9,17 +9,21 @@
 //!   graceful stop). Knows nothing of videos; the application plugs in as a [`http::Service`].
 //! - [`api`]: the routes and their handlers, and how caches may keep each route's answers.
 //! - [`cors`]: which web origins may read those answers (`--cors-origins`).
-//! - [`video`]: the video document (strict parsing, rendering) and the in-memory catalog.
+//! - [`video`]: the video document (strict parsing, rendering), the in-memory catalog, and
+//!   the catalog watcher that keeps it (and counts kept in a shared store) current.
 //! - [`token`]: the CDN file, the round robin over CDNs, one module per signing scheme a CDN
 //!   verifies (the contract's md5/sha256, nginx, Akamai, CloudFront, Google, bunny.net), and
 //!   who may sign (API keys, the catalog policy).
-//! - [`views`]: the view event, the non-blocking bus and the batch writer thread.
-//! - [`store`]: the [`store::ViewStore`] trait, the embedded SQLite store, and ScyllaDB
-//!   behind a resilient wrapper (retry, local outbox, replay) with a catalog refresher.
+//! - [`views`]: the view event, the non-blocking bus and the batch writer thread, which
+//!   hands the store plain records and credits what it commits to the in-memory counts.
+//! - [`store`]: the [`store::ViewStore`] and [`store::CatalogSource`] traits, the embedded
+//!   SQLite store, and ScyllaDB (one module per job, one session) behind a resilient
+//!   wrapper (retry, local outbox, replay). Stores know nothing of the in-memory catalog.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: what `/healthz` reports (problems noticed recently).
 //! - [`limiter`]: per-client request rates and view de-duplication.
 //! - [`json`]: writing JSON straight into response buffers.
+//! - [`backoff`]: the one capped, jittered backoff every retry uses.
 //! - [`app`]: starting and stopping it all in order.
 //!
 //! ```text
@@ -31,6 +35,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod cors;
 pub mod health;

@@ -273,5 +273,7 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
     // and views recorded after it still count.
     assert_eq!(server.get("/video/12345").json()["title"], "Renamed");
     assert_eq!(server.wait_for_views("12345", 4), 4);
-    assert!(server.log().contains("catalog changed on disk; reloaded"));
+    assert!(server
+        .log()
+        .contains("catalog changed in the store; reloaded"));
 }

@@ -16,10 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use video_server::metrics::Metrics;
-use video_server::store::scylla::{Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore};
-use video_server::store::{Outbox, ResilientStore, RetryPolicy, ViewStore};
-use video_server::video::{parse_catalog, parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
-use video_server::views::ViewEvent;
+use video_server::store::scylla::{
+    Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
+};
+use video_server::store::{
+    CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewRecord, ViewStore,
+};
+use video_server::video::{parse_catalog, SEED_VIDEO_JSON};
 
 const NEEDS_CLUSTER: &str =
     "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored";
@@ -48,12 +51,13 @@ fn keyspace() -> String {
     format!("video_server_test_{:08x}", fastrand::u32(..))
 }
 
-fn views(count: usize) -> Vec<ViewEvent> {
-    let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
-    let entry = Arc::new(CatalogEntry::new(&video, 0));
-    (0..count)
-        .map(|_| ViewEvent::now(Arc::clone(&entry), "192.0.2.44".parse().expect("ip")))
-        .collect()
+fn views(count: usize) -> Vec<ViewRecord<'static>> {
+    let view = ViewRecord {
+        video_id: "12345",
+        client_ip: "192.0.2.44".parse().expect("ip"),
+        timestamp_ms: video_server::store::epoch_millis(),
+    };
+    vec![view; count]
 }
 
 /// A resilient store over the cluster, after waiting up to `connect_wait` for a session.
@@ -63,7 +67,7 @@ fn resilient(
     connect_wait: Duration,
 ) -> ResilientStore<ScyllaViewStore> {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
-    let mut remote = ScyllaViewStore::new(config).expect("store");
+    let remote = ScyllaViewStore::new(Cluster::new(config).expect("driver runtime"));
     // Unreachable configurations are expected to fail here; the store copes either way.
     let _ = remote.wait_until_connected(connect_wait);
     ResilientStore::new(
@@ -83,7 +87,8 @@ fn views_are_written_and_counted() {
     store.write_views(&views(120)).expect("write");
     store.write_views(&views(30)).expect("write");
     assert_eq!(store.outbox_depth(), 0, "the cluster refused the writes");
-    let mut catalog = ScyllaCatalogStore::new(config(&keyspace)).expect("catalog store");
+    let mut catalog =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
     assert_eq!(catalog.view_count("12345").expect("count"), 150);
 }
 
@@ -107,7 +112,8 @@ fn spilled_views_are_replayed_exactly_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(store.outbox_depth(), 0);
-    let mut catalog = ScyllaCatalogStore::new(config(&keyspace)).expect("catalog store");
+    let mut catalog =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
     assert_eq!(catalog.view_count("12345").expect("count"), 40);
 }
 
@@ -115,7 +121,8 @@ fn spilled_views_are_replayed_exactly_once() {
 #[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
 fn catalog_round_trips() {
     let keyspace = keyspace();
-    let mut catalog = ScyllaCatalogStore::new(config(&keyspace)).expect("catalog store");
+    let mut catalog =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
     let videos = parse_catalog(
         format!(r#"[{SEED_VIDEO_JSON},{{"videoId":"sintel","title":"Sintel","sources":[]}}]"#)
             .as_bytes(),

@@ -19,13 +19,13 @@ use scylla_proxy::{
 use tokio::sync::mpsc;
 
 use video_server::metrics::Metrics;
+use video_server::store::scylla::schema::{insert_rollup_cql, insert_view_cql};
 use video_server::store::scylla::{
-    insert_rollup_cql, insert_view_cql, schema_statements, Replication, ScyllaConfig,
-    ScyllaViewStore,
+    schema_statements, Cluster, Replication, ScyllaConfig, ScyllaViewStore,
 };
-use video_server::store::{Outbox, RemoteViewStore, ResilientStore, RetryPolicy, ViewStore};
-use video_server::video::{parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
-use video_server::views::ViewEvent;
+use video_server::store::{
+    Outbox, RemoteViewStore, ResilientStore, RetryPolicy, ViewRecord, ViewStore,
+};
 
 const VIEW_ID: &[u8] = b"prepared-insert-view";
 const ROLLUP_ID: &[u8] = b"prepared-insert-rollup";
@@ -298,12 +298,13 @@ fn long_string(frame: &RequestFrame) -> String {
     String::from_utf8_lossy(&body[4..4 + len]).into_owned()
 }
 
-fn views(count: usize) -> Vec<ViewEvent> {
-    let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
-    let entry = Arc::new(CatalogEntry::new(&video, 0));
-    (0..count)
-        .map(|_| ViewEvent::now(Arc::clone(&entry), "203.0.113.5".parse().expect("ip")))
-        .collect()
+fn views(count: usize) -> Vec<ViewRecord<'static>> {
+    let view = ViewRecord {
+        video_id: "12345",
+        client_ip: "203.0.113.5".parse().expect("ip"),
+        timestamp_ms: video_server::store::epoch_millis(),
+    };
+    vec![view; count]
 }
 
 fn executes(frames: &[RequestFrame], id: &[u8]) -> Vec<Execute> {
@@ -331,7 +332,7 @@ fn resilient(
     dir: &std::path::Path,
 ) -> (ResilientStore<ScyllaViewStore>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
-    let mut remote = ScyllaViewStore::new(node.config()).expect("store");
+    let remote = ScyllaViewStore::new(Cluster::new(node.config()).expect("driver runtime"));
     remote
         .wait_until_connected(Duration::from_secs(10))
         .expect("connect to the fake node");
@@ -368,7 +369,7 @@ fn statements_text_matches_the_forged_column_metadata() {
 #[test]
 fn a_flush_sends_schema_prepares_and_bound_rows() {
     let mut node = FakeNode::start();
-    let mut store = ScyllaViewStore::new(node.config()).expect("store");
+    let mut store = ScyllaViewStore::new(Cluster::new(node.config()).expect("driver runtime"));
     store
         .wait_until_connected(Duration::from_secs(10))
         .expect("connect to the fake node");

@@ -29,6 +29,7 @@ use super::budget::BufferBudget;
 use super::connection::{Connection, Shared};
 use super::limits::{self, IdleMark, QuietLog};
 use super::{HttpConfig, Service};
+use crate::backoff::{Backoff, Jitter};
 
 /// What the server knows of one open connection.
 struct Tracked {
@@ -167,6 +168,10 @@ pub fn start<S: Service>(
     })
 }
 
+/// Pauses after a failed accept: 10 ms doubling to 1 s.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
 fn accept_loop<S: Service>(
     listener: may::net::TcpListener,
     state: Arc<ServerState>,
@@ -175,7 +180,10 @@ fn accept_loop<S: Service>(
 ) {
     let mut accept_errors = QuietLog::new();
     let mut at_cap = QuietLog::new();
-    let mut backoff = Duration::ZERO;
+    // Out of descriptors or a connection reset before accept: keep serving the
+    // connections we have, and back off so a persistent error neither spins nor floods
+    // the log.
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_FIRST, ACCEPT_BACKOFF_CAP, Jitter::Equal);
     loop {
         let accepted = listener.accept();
         if state.stopping.load(Ordering::Acquire) {
@@ -183,18 +191,15 @@ fn accept_loop<S: Service>(
         }
         let (stream, peer) = match accepted {
             Ok(accepted) => {
-                backoff = Duration::ZERO;
+                backoff.reset();
                 accepted
             }
             Err(error) => {
-                // Out of descriptors or a connection reset before accept: keep serving
-                // the connections we have, and back off so a persistent error neither
-                // spins nor floods the log.
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                let pause = backoff.next_pause();
                 accept_errors.note(|count| {
-                    tracing::warn!(%error, count, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    tracing::warn!(%error, count, retry_in_ms = pause.as_millis() as u64, "accept failed");
                 });
-                may::coroutine::sleep(backoff);
+                may::coroutine::sleep(pause);
                 continue;
             }
         };

@@ -7,9 +7,9 @@
 //! - `view_counts`: views per video, advanced in the same transaction as the inserts, so
 //!   counts are exact and reading them at start does not scan `views`.
 //!
-//! The store also keeps the served catalog current: the batch writer owns it and, between
-//! batches, notices through `PRAGMA data_version` that another process (a `video-server
-//! import`) committed, reloads the catalog with its committed counts and swaps it in.
+//! A `catalog_version` row, advanced by triggers on `videos`, tells the catalog watcher
+//! ([`EmbeddedCatalogSource`], on its own connection) that another process (a
+//! `video-server import`) changed the catalog, without reading the catalog to find out.
 //!
 //! The database file is watched, too. SQLite keeps writing to a file that was deleted
 //! under it (the open descriptor still points at it), so a deleted or replaced database
@@ -31,13 +31,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::{StoreError, ViewStore};
+use super::sqlite::{self, open_durable, sqlite};
+use super::{CatalogSource, Persisted, StoreError, StoredVideo, ViewRecord, ViewStore};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::video::{self, Catalog, SharedCatalog, VideoPayload};
-use crate::views::ViewEvent;
+use crate::video::VideoPayload;
 
 /// The database file's name inside `--data-dir`.
 pub const DATABASE_FILE: &str = "video-server.sqlite3";
@@ -58,6 +59,17 @@ CREATE TABLE IF NOT EXISTS view_counts (
     video_id TEXT PRIMARY KEY NOT NULL,
     views INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS catalog_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO catalog_version (id, version) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS video_inserted AFTER INSERT ON videos
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS video_updated AFTER UPDATE ON videos
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS video_deleted AFTER DELETE ON videos
+    BEGIN UPDATE catalog_version SET version = version + 1; END;
 ";
 
 const INSERT_VIEW: &str =
@@ -73,8 +85,6 @@ const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (
 const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET document = excluded.document";
 
-/// How often the writer asks SQLite whether another process changed the catalog.
-const CATALOG_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer checks that the file at the path is still the one it writes to.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long `/healthz` reports a rebuilt database file.
@@ -86,10 +96,11 @@ pub struct EmbeddedStore {
     path: PathBuf,
     /// Device and inode of the file the connection opened.
     identity: FileIdentity,
+    /// The catalog watcher's connection, if it has one: opened, closed and replaced only
+    /// by this store (see [`EmbeddedCatalogSource`]).
+    watcher_reader: Option<Reader>,
     /// Reused per batch to add up views per video before updating `view_counts`.
     counts_scratch: HashMap<Box<str>, i64>,
-    /// The catalog the HTTP workers serve, when this store keeps it current.
-    served: Option<ServedCatalog>,
     /// Where a deleted or replaced file is reported, when the server watches it.
     watch: Option<FileWatch>,
 }
@@ -110,82 +121,23 @@ struct FileWatch {
     checked: Instant,
 }
 
-/// The served catalog and what is needed to notice that it changed on disk.
-struct ServedCatalog {
-    catalog: SharedCatalog,
-    /// `PRAGMA data_version` when the catalog was loaded. It changes when another
-    /// connection commits (a `video-server import`), never for this connection's own
-    /// view batches.
-    data_version: i64,
-    checked: Instant,
-    /// Set by the first reload: queued views may point to entries of a replaced catalog, so
-    /// counts are credited through the current catalog from then on.
-    reloaded: bool,
-}
-
-pub(super) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |error| StoreError::Sqlite { context, error }
-}
-
-/// Opens (creating if needed) `<data_dir>/<file>` with the settings every local database
-/// of ours uses (WAL, `synchronous = FULL`, a busy timeout) and applies `schema`.
-pub(super) fn open_durable(
-    data_dir: &Path,
-    file: &str,
-    schema: &str,
-) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
-        path: data_dir.display().to_string(),
-        error,
-    })?;
-    let connection = Connection::open(data_dir.join(file)).map_err(sqlite("open database"))?;
-    connection
-        .pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite("enable WAL"))?;
-    connection
-        .pragma_update(None, "synchronous", "FULL")
-        .map_err(sqlite("set synchronous"))?;
-    // Another process (an operator's sqlite3 shell) may briefly hold the lock.
-    connection
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(sqlite("set busy timeout"))?;
-    connection
-        .execute_batch(schema)
-        .map_err(sqlite("create schema"))?;
-    Ok(connection)
-}
-
-/// Busy and locked databases, a full disk and I/O errors can clear up; a constraint
-/// violation or a corrupt file cannot.
-pub(super) fn is_retriable(error: &rusqlite::Error) -> bool {
-    match error.sqlite_error_code() {
-        Some(
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::OutOfMemory,
-        ) => true,
-        Some(_) | None => false,
-    }
-}
-
 impl EmbeddedStore {
     /// Opens (creating if needed) the database under `data_dir`, and checks it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let connection = open_durable(data_dir, DATABASE_FILE, SCHEMA)?;
         let path = data_dir.join(DATABASE_FILE);
         check_integrity(&connection, &path)?;
-        let identity = file_identity(&path).ok_or_else(|| StoreError::DataDir {
-            path: path.display().to_string(),
-            error: std::io::Error::other("the database file vanished as it was opened"),
+        let identity = file_identity(&path).ok_or_else(|| {
+            sqlite::data_dir("open", &path)(std::io::Error::other(
+                "the database file vanished as it was opened",
+            ))
         })?;
         Ok(EmbeddedStore {
             connection,
             path,
             identity,
+            watcher_reader: None,
             counts_scratch: HashMap::new(),
-            served: None,
             watch: None,
         })
     }
@@ -234,12 +186,6 @@ impl EmbeddedStore {
     /// Writes everything the open connection holds to a new file at the path (moving a
     /// file that replaced ours aside, never deleting it), then reopens there.
     fn rebuild(&mut self, replaced: bool) -> Result<(), StoreError> {
-        let io = |action: &'static str| {
-            move |error: std::io::Error| StoreError::DataDir {
-                path: action.into(),
-                error,
-            }
-        };
         let rebuilt = self.path.with_extension("sqlite3.rebuild");
         let _ = std::fs::remove_file(&rebuilt);
         self.connection
@@ -252,14 +198,24 @@ impl EmbeddedStore {
             let aside = self
                 .path
                 .with_extension(format!("sqlite3.replaced-{stamp}"));
-            std::fs::rename(&self.path, &aside).map_err(io("move the replacing file aside"))?;
+            std::fs::rename(&self.path, &aside).map_err(sqlite::data_dir(
+                "move the replacing file aside",
+                &self.path,
+            ))?;
             tracing::warn!(aside = %aside.display(), "kept the file that replaced the database");
         }
-        std::fs::rename(&rebuilt, &self.path)
-            .map_err(io("move the rebuilt database into place"))?;
-        // The old connection closes before the new one opens: closing removes its WAL by
-        // name, which must not be left for the new file to read. Until the new one opens,
-        // an empty in-memory placeholder stands in (nothing is written meanwhile).
+        std::fs::rename(&rebuilt, &self.path).map_err(sqlite::data_dir(
+            "move the rebuilt database into place",
+            &self.path,
+        ))?;
+        // The old connections close before the new one opens: closing the last removes the
+        // WAL by name, which must not be left for the new file to read. The watcher's goes
+        // first (it waits on the lock meanwhile). Until the new one opens, an empty
+        // in-memory placeholder stands in (nothing is written meanwhile).
+        let mut reader = self.watcher_reader.as_ref().map(|reader| reader.lock());
+        if let Some(slot) = reader.as_mut() {
+            **slot = None;
+        }
         let old = std::mem::replace(
             &mut self.connection,
             Connection::open_in_memory().map_err(sqlite("swap connections"))?,
@@ -268,18 +224,24 @@ impl EmbeddedStore {
         let data_dir = self.path.parent().unwrap_or(Path::new("."));
         self.connection = open_durable(data_dir, DATABASE_FILE, SCHEMA)?;
         self.identity = file_identity(&self.path).unwrap_or_default();
-        if let Some(served) = &mut self.served {
-            // data_version counts per connection: start over with the new one.
-            served.data_version = self
-                .connection
-                .query_row("PRAGMA data_version", [], |row| row.get(0))
-                .map_err(sqlite("read data_version"))?;
+        if let Some(slot) = reader.as_mut() {
+            **slot = Some(open_reader(&self.path)?);
         }
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reader of this database for the catalog watcher, on a connection of its own.
+    pub fn catalog_source(&mut self) -> Result<EmbeddedCatalogSource, StoreError> {
+        let reader = Arc::new(Mutex::new(Some(open_reader(&self.path)?)));
+        self.watcher_reader = Some(Arc::clone(&reader));
+        Ok(EmbeddedCatalogSource {
+            reader,
+            seen_version: None,
+        })
     }
 
     /// Seeds the catalog with the contract's video `12345` if it holds no video at all.
@@ -325,98 +287,14 @@ impl EmbeddedStore {
         Ok(videos.len())
     }
 
-    /// Reads the whole catalog with each video's persisted view count.
-    pub fn load_catalog(&self) -> Result<Catalog, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT v.video_id, v.document, COALESCE(c.views, 0)
-                 FROM videos v LEFT JOIN view_counts c ON c.video_id = v.video_id",
-            )
-            .map_err(sqlite("prepare catalog read"))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(sqlite("read catalog"))?;
-        let mut documents = Vec::new();
-        for row in rows {
-            documents.push(row.map_err(sqlite("read catalog row"))?);
-        }
-        let mut videos = Vec::with_capacity(documents.len());
-        for (video_id, document, views) in &documents {
-            let video = video::parse_stored_video(document.as_bytes()).map_err(|error| {
-                StoreError::CorruptDocument {
-                    video_id: video_id.clone(),
-                    error,
-                }
-            })?;
-            videos.push((video.into_owned(), u64::try_from(*views).unwrap_or(0)));
-        }
-        Ok(Catalog::new(videos))
-    }
-
-    /// Keeps `catalog` (loaded from this store) current: the batch writer, which owns the
-    /// store, checks between batches whether another process committed to the database (a
-    /// `video-server import` while the server runs) and, if so, reloads the catalog, with
-    /// the counts committed so far, and swaps it in.
-    pub fn serve_catalog(&mut self, catalog: SharedCatalog) -> Result<(), StoreError> {
-        self.served = Some(ServedCatalog {
-            catalog,
-            data_version: self.data_version()?,
-            checked: Instant::now(),
-            reloaded: false,
-        });
-        Ok(())
-    }
-
-    fn data_version(&self) -> Result<i64, StoreError> {
-        self.connection
-            .query_row("PRAGMA data_version", [], |row| row.get(0))
-            .map_err(sqlite("read data_version"))
-    }
-
-    /// Reloads the served catalog if the database changed under it. Checks at most once
-    /// per [`CATALOG_CHECK_EVERY`], failed checks included (a failure is not retried in a
-    /// tight loop).
-    fn refresh_served_catalog(&mut self) -> Result<(), StoreError> {
-        let loaded_version = match &mut self.served {
-            Some(served) if served.checked.elapsed() >= CATALOG_CHECK_EVERY => {
-                served.checked = Instant::now();
-                served.data_version
-            }
-            _ => return Ok(()),
-        };
-        let version = self.data_version()?;
-        if version == loaded_version {
-            return Ok(());
-        }
-        let catalog = self.load_catalog()?;
-        if let Some(served) = &mut self.served {
-            tracing::info!(videos = catalog.len(), "catalog changed on disk; reloaded");
-            served.catalog.store(std::sync::Arc::new(catalog));
-            served.data_version = version;
-            served.reloaded = true;
-        }
-        Ok(())
+    /// Every stored video with its persisted view count.
+    pub fn load_videos(&self) -> Result<Vec<StoredVideo>, StoreError> {
+        read_videos(&self.connection)
     }
 
     /// Views persisted for one video (for tools and tests; the server reads the catalog).
     pub fn view_count(&self, video_id: &str) -> Result<u64, StoreError> {
-        let views: Option<i64> = self
-            .connection
-            .query_row(
-                "SELECT views FROM view_counts WHERE video_id = ?1",
-                [video_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(sqlite("read view count"))?;
-        Ok(views.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+        read_view_count(&self.connection, video_id)
     }
 
     /// Rows in the `views` table for one video.
@@ -434,7 +312,7 @@ impl EmbeddedStore {
 }
 
 impl ViewStore for EmbeddedStore {
-    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+    fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
         let counts = &mut self.counts_scratch;
         counts.clear();
         let transaction = self
@@ -474,7 +352,8 @@ impl ViewStore for EmbeddedStore {
                     .map_err(sqlite("add view count"))?;
             }
         }
-        transaction.commit().map_err(sqlite("commit view batch"))
+        transaction.commit().map_err(sqlite("commit view batch"))?;
+        Ok(Persisted::Counted)
     }
 
     fn maintain(&mut self) {
@@ -490,24 +369,108 @@ impl ViewStore for EmbeddedStore {
                 );
             }
         }
-        if let Err(error) = self.refresh_served_catalog() {
-            tracing::warn!(%error, "cannot check the catalog for changes; serving the one loaded");
+    }
+}
+
+/// The catalog watcher's connection, shared with the batch writer that replaces it.
+type Reader = Arc<Mutex<Option<Connection>>>;
+
+/// The embedded database as the catalog watcher reads it: on a connection of its own, so
+/// that it never contends with the writer's, and which only ever runs `SELECT`s.
+///
+/// Only the batch writer opens the file at the path: it opens this connection beside its
+/// own and, when it rebuilds a deleted or replaced file, closes it with its own and opens
+/// a new one. A connection opened on whatever file is at the path could be one that
+/// replaced ours, and SQLite, which pairs a database with its `-wal` by name, would then
+/// checkpoint our log into that file when it closes; and a connection left open on the old
+/// file would keep the old log, by name, for the rebuilt file to read.
+pub struct EmbeddedCatalogSource {
+    reader: Reader,
+    /// `catalog_version` when the catalog was last read.
+    seen_version: Option<i64>,
+}
+
+impl EmbeddedCatalogSource {
+    /// Runs `read` on the watcher's connection (waiting while the writer rebuilds the file).
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.reader.lock().as_ref() {
+            Some(connection) => read(connection),
+            None => Err(StoreError::Sqlite {
+                context: "watch the catalog (the database is being rebuilt)",
+                source: rusqlite::Error::InvalidQuery,
+            }),
         }
+    }
+}
+
+/// Opens a second connection to the database the writer has just opened. Read-write, so
+/// that it does not stop the writer's connection, the last to close, from checkpointing
+/// the log into the file (a read-only one does); it only ever reads.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite("open the database to watch the catalog"))?;
+    connection
+        .busy_timeout(sqlite::BUSY_TIMEOUT)
+        .map_err(sqlite("set busy timeout"))?;
+    Ok(connection)
+}
+
+impl CatalogSource for EmbeddedCatalogSource {
+    fn catalog_changed(&mut self) -> Result<bool, StoreError> {
+        let version: i64 = self.read(|connection| {
+            connection
+                .query_row("SELECT version FROM catalog_version", [], |row| row.get(0))
+                .map_err(sqlite("read the catalog version"))
+        })?;
+        Ok(self.seen_version.replace(version) != Some(version))
     }
 
-    fn credit_counts(&self, views: &[ViewEvent]) {
-        match &self.served {
-            Some(served) if served.reloaded => {
-                let current = served.catalog.load();
-                for view in views {
-                    if let Some(entry) = current.get(view.video.video_id()) {
-                        entry.add_persisted_views(1);
-                    }
-                }
-            }
-            _ => super::credit_each_view(views),
-        }
+    fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError> {
+        self.read(read_videos)
     }
+
+    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
+        self.read(|connection| read_view_count(connection, video_id))
+    }
+}
+
+/// Every stored video with its persisted view count.
+fn read_videos(connection: &Connection) -> Result<Vec<StoredVideo>, StoreError> {
+    let mut statement = connection
+        .prepare(
+            "SELECT v.video_id, v.document, COALESCE(c.views, 0)
+             FROM videos v LEFT JOIN view_counts c ON c.video_id = v.video_id",
+        )
+        .map_err(sqlite("prepare catalog read"))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(StoredVideo {
+                video_id: row.get(0)?,
+                document: row.get(1)?,
+                views: Some(u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0)),
+            })
+        })
+        .map_err(sqlite("read catalog"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sqlite("read catalog row"))
+}
+
+fn read_view_count(connection: &Connection, video_id: &str) -> Result<u64, StoreError> {
+    let views: Option<i64> = connection
+        .query_row(
+            "SELECT views FROM view_counts WHERE video_id = ?1",
+            [video_id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite("read view count"))?;
+    Ok(views.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 
 /// `PRAGMA quick_check`: a damaged database stops the start with what is wrong, instead
@@ -530,7 +493,7 @@ fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreErro
 /// and counts them per video.
 fn bind_views(
     statement: &mut rusqlite::CachedStatement<'_>,
-    views: &[ViewEvent],
+    views: &[ViewRecord<'_>],
     ip_text: &mut String,
     counts: &mut HashMap<Box<str>, i64>,
 ) -> Result<(), StoreError> {
@@ -539,7 +502,7 @@ fn bind_views(
         ip_text.clear();
         // Writing to a String cannot fail.
         let _ = write!(ip_text, "{}", view.client_ip);
-        let video_id = view.video.video_id();
+        let video_id = view.video_id;
         // rusqlite copies bound text (SQLITE_TRANSIENT), so ip_text can be reused at once.
         let first = row * 3 + 1;
         statement
@@ -560,9 +523,16 @@ fn bind_views(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::SEED_VIDEO_JSON;
+    use crate::video::{self, SEED_VIDEO_JSON};
     use std::net::{IpAddr, Ipv6Addr};
-    use std::sync::Arc;
+
+    fn view(video_id: &str, client_ip: IpAddr, timestamp_ms: i64) -> ViewRecord<'_> {
+        ViewRecord {
+            video_id,
+            client_ip,
+            timestamp_ms,
+        }
+    }
 
     #[test]
     fn fresh_store_seeds_once_and_keeps_counts_across_reopen() {
@@ -571,20 +541,24 @@ mod tests {
             let mut store = EmbeddedStore::open(dir.path()).expect("open");
             assert!(store.seed_if_empty().expect("seed"));
             assert!(!store.seed_if_empty().expect("second seed is a no-op"));
-            let catalog = store.load_catalog().expect("catalog");
-            let entry = Arc::clone(catalog.get("12345").expect("seeded video"));
-            assert_eq!(entry.body(), SEED_VIDEO_JSON.as_bytes());
-            let views: Vec<ViewEvent> = (0..3)
-                .map(|_| ViewEvent::now(Arc::clone(&entry), IpAddr::V6(Ipv6Addr::LOCALHOST)))
-                .collect();
-            store.write_views(&views).expect("write");
-            store.write_views(&views[..1]).expect("write");
+            let videos = store.load_videos().expect("catalog");
+            assert_eq!(videos.len(), 1);
+            assert_eq!(videos[0].document, SEED_VIDEO_JSON);
+            let views = [view("12345", IpAddr::V6(Ipv6Addr::LOCALHOST), 1); 3];
+            assert_eq!(
+                store.write_views(&views).expect("write"),
+                Persisted::Counted
+            );
+            assert_eq!(
+                store.write_views(&views[..1]).expect("write"),
+                Persisted::Counted
+            );
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(store.view_count("12345").expect("count"), 4);
         assert_eq!(store.view_rows("12345").expect("rows"), 4);
-        let catalog = store.load_catalog().expect("catalog");
-        assert_eq!(catalog.get("12345").expect("video").persisted_views(), 4);
+        let videos = store.load_videos().expect("catalog");
+        assert_eq!(videos[0].views, Some(4));
     }
 
     #[test]
@@ -592,18 +566,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = EmbeddedStore::open(dir.path()).expect("open");
         store.seed_if_empty().expect("seed");
-        let catalog = store.load_catalog().expect("catalog");
-        let entry = catalog.get("12345").expect("seeded video");
         // Two whole multi-row inserts and a remainder of 5 single-row ones.
         let total = 2 * VIEWS_PER_INSERT + 5;
-        let views: Vec<ViewEvent> = (0..total)
+        let views: Vec<ViewRecord<'_>> = (0..total)
             .map(|index| {
-                let mut view = ViewEvent::now(
-                    Arc::clone(entry),
+                view(
+                    "12345",
                     IpAddr::from([10, 0, (index / 256) as u8, (index % 256) as u8]),
-                );
-                view.timestamp_ms = 1_000 + index as i64;
-                view
+                    1_000 + index as i64,
+                )
             })
             .collect();
         store.write_views(&views).expect("write");
@@ -636,23 +607,39 @@ mod tests {
         .expect("catalog");
         store.upsert_videos(&videos).expect("import");
         assert!(!store.seed_if_empty().expect("not empty, so no seed"));
-        let catalog = store.load_catalog().expect("catalog");
-        assert_eq!(catalog.len(), 2);
-        let body = catalog.get("a").expect("a").body();
-        assert!(String::from_utf8_lossy(body).contains("second"));
+        let videos = store.load_videos().expect("catalog");
+        assert_eq!(videos.len(), 2);
+        let a = videos
+            .iter()
+            .find(|video| video.video_id == "a")
+            .expect("a");
+        assert!(a.document.contains("second"));
     }
 
     #[test]
-    fn retriable_errors_are_told_apart() {
-        let busy = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            None,
+    fn the_watcher_sees_imports_by_other_connections_and_not_view_batches() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.seed_if_empty().expect("seed");
+        let mut source = store.catalog_source().expect("reader");
+        assert!(source.catalog_changed().expect("first check"));
+        assert!(!source.catalog_changed().expect("nothing changed"));
+        let views = [view("12345", IpAddr::V6(Ipv6Addr::LOCALHOST), 1); 2];
+        store.write_views(&views).expect("write");
+        assert!(
+            !source
+                .catalog_changed()
+                .expect("views are not a catalog change"),
+            "a view batch must not make the watcher re-read the catalog"
         );
-        let constraint = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-            None,
-        );
-        assert!(is_retriable(&busy));
-        assert!(!is_retriable(&constraint));
+        // Another process importing (its own connection) is seen.
+        let mut importer = EmbeddedStore::open(dir.path()).expect("second connection");
+        let videos = video::parse_catalog(br#"[{"videoId":"new","title":"n","sources":[]}]"#)
+            .expect("catalog");
+        importer.upsert_videos(&videos).expect("import");
+        assert!(source.catalog_changed().expect("import seen"));
+        let stored = source.load_videos().expect("videos");
+        assert_eq!(stored.len(), 2);
+        assert_eq!(source.view_count("12345").expect("count"), 2);
     }
 }

@@ -1,104 +1,184 @@
 //! Where videos and views are kept.
 //!
+//! Data flows one way through here: the batch writer hands a store plain
+//! [`ViewRecord`]s (a video id, a client address, a time) and learns what became of them
+//! ([`Persisted`]); the catalog watcher asks a [`CatalogSource`] for stored video documents
+//! and counts. No store knows the in-memory catalog or the views pipeline.
+//!
 //! The [`ViewStore`] trait is the seam between the batch writer and a database: one call
 //! writes one batch, and its error says whether trying again could help. The
 //! [`EmbeddedStore`] (SQLite, under `--data-dir`) is the default, so a fresh clone runs with
-//! no server to install; it also keeps the catalog, read once at start into memory.
-//! A remote store ([`RemoteViewStore`], e.g. ScyllaDB) is wrapped in a [`ResilientStore`],
-//! which retries, spills to a local [`Outbox`] while the remote store fails, and replays.
+//! no server to install; it also keeps the catalog. A remote store ([`RemoteViewStore`],
+//! e.g. ScyllaDB) is wrapped in a [`ResilientStore`], which retries, spills to a local
+//! [`Outbox`] while the remote store fails, and replays. [`sqlite`] holds what the two
+//! SQLite files (the embedded database and the outbox) share.
 
-pub mod catalog_refresh;
 mod embedded;
 pub mod outbox;
 pub mod resilient;
 pub mod scylla;
+pub mod sqlite;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedCatalogSource, EmbeddedStore};
 pub use outbox::{Flush, Outbox, PendingView};
 pub use resilient::{RemoteViewStore, ResilientStore, RetryPolicy};
 
+use std::net::IpAddr;
+
 use crate::video::{self, PayloadError, VideoPayload, SEED_VIDEO_JSON};
-use crate::views::ViewEvent;
+
+/// One view as a store persists it: which video, who, when. Borrowed from the batch
+/// writer's queue, so handing a batch to a store copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewRecord<'a> {
+    pub video_id: &'a str,
+    /// The client's address: the TCP peer, or the `X-Forwarded-For` client behind a
+    /// trusted proxy.
+    pub client_ip: IpAddr,
+    /// When the response was produced, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970): the time base of
+/// [`ViewRecord::timestamp_ms`].
+pub fn epoch_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a store did with a batch it accepted, which tells the batch writer whether to add
+/// the batch to the counts served from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// Committed to this server's own database, whose counts the in-memory catalog
+    /// mirrors: the writer credits them.
+    Counted,
+    /// Taken by a database shared by several servers (or kept in the outbox until it
+    /// answers): counts are read back from it by the catalog watcher, not credited here.
+    CountedRemotely,
+}
 
 /// A database that persists batches of views. Implementations run on the batch writer's
 /// own thread, so they may block.
 pub trait ViewStore: Send + 'static {
     /// Durably writes every view of the batch, or none of them.
-    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError>;
+    fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError>;
 
-    /// Background work between batches (replaying an outbox); called by the writer on
-    /// every turn of its loop, so it must return quickly when there is nothing to do.
+    /// Background work between batches (replaying an outbox, checking the database
+    /// file); called by the writer on every turn of its loop, so it must return quickly
+    /// when there is nothing to do.
     fn maintain(&mut self) {}
+}
 
-    /// Adds committed views to the in-memory counts that `GET /video/:id/views` serves.
-    /// A store whose counts are read back from the database (shared by several servers)
-    /// does nothing here.
-    fn credit_counts(&self, views: &[ViewEvent]) {
-        credit_each_view(views);
-    }
+/// One stored video: its document as kept, and the views the store counted for it (when
+/// the store keeps counts beside its documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVideo {
+    pub video_id: String,
+    pub document: String,
+    pub views: Option<u64>,
+}
+
+/// Where the catalog watcher reads the catalog and the counts from. Runs on the
+/// watcher's own thread, so it may block.
+pub trait CatalogSource: Send + 'static {
+    /// Whether the stored catalog may have changed since the last call (the first call
+    /// answers true). A source that cannot tell cheaply always answers true.
+    fn catalog_changed(&mut self) -> Result<bool, StoreError>;
+
+    /// Every stored video.
+    fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError>;
+
+    /// The views of one video, as counted by every server writing to this store.
+    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError>;
 }
 
 /// The seed video (12345) every fresh store starts with, as the old service's seeder did.
 pub fn seed_video() -> Result<VideoPayload<'static>, StoreError> {
-    video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|error| {
+    video::parse_stored_video(SEED_VIDEO_JSON.as_bytes()).map_err(|source| {
         StoreError::CorruptDocument {
             video_id: "12345".into(),
-            error,
+            source,
         }
     })
 }
 
-/// Credits every view to the catalog entry it was recorded against.
-pub fn credit_each_view(views: &[ViewEvent]) {
-    for view in views {
-        view.video.add_persisted_views(1);
-    }
-}
+/// The cause of a remote store's failure, as its driver reported it.
+pub type RemoteCause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {error}")]
-    DataDir { path: String, error: std::io::Error },
-    #[error("embedded store ({context}): {error}")]
+    #[error("cannot use the data directory ({action}) {path}: {source}")]
+    DataDir {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("embedded store ({context}): {source}")]
     Sqlite {
         context: &'static str,
-        error: rusqlite::Error,
+        #[source]
+        source: rusqlite::Error,
     },
     #[error(
         "the embedded database {path} failed its integrity check ({problem}); restore it \
          from a backup, or move it aside to start with an empty one (it was left untouched)"
     )]
     Damaged { path: String, problem: String },
-    #[error("stored video {video_id:?} is not a valid document: {error}")]
+    #[error("stored video {video_id:?} is not a valid document: {source}")]
     CorruptDocument {
         video_id: String,
-        error: PayloadError,
+        #[source]
+        source: PayloadError,
     },
-    #[error("ScyllaDB unreachable: {message}")]
-    Unreachable { message: String },
-    #[error("ScyllaDB ({context}): {message}")]
+    #[error("the outbox holds a row with an invalid {field}; it cannot be replayed")]
+    CorruptOutbox { field: &'static str },
+    /// No session to the cluster (still connecting, or the last attempt failed): nothing
+    /// was sent.
+    #[error("ScyllaDB unreachable ({context}){}", cause_suffix(.source))]
+    Unreachable {
+        context: &'static str,
+        #[source]
+        source: Option<RemoteCause>,
+    },
+    /// The cluster was reached and a statement failed.
+    #[error("ScyllaDB ({context}): {source}")]
     Remote {
         context: &'static str,
-        message: String,
+        #[source]
+        source: RemoteCause,
         retriable: bool,
     },
-    #[error("store unavailable: {reason}")]
-    Unavailable { reason: String, retriable: bool },
+    /// A failure forced by a test double.
+    #[cfg(test)]
+    #[error("forced failure")]
+    Forced { retriable: bool },
+}
+
+fn cause_suffix(source: &Option<RemoteCause>) -> String {
+    source
+        .as_ref()
+        .map_or(String::new(), |cause| format!(": {cause}"))
 }
 
 impl StoreError {
     /// Whether the same write may succeed if tried again later (busy, locked, out of
-    /// space, I/O trouble), as opposed to a write that can never succeed.
+    /// space, I/O trouble, an unreachable or overloaded cluster), as opposed to a write
+    /// that can never succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            StoreError::Sqlite { error, .. } => embedded::is_retriable(error),
-            StoreError::Unavailable { retriable, .. } | StoreError::Remote { retriable, .. } => {
-                *retriable
-            }
+            StoreError::Sqlite { source, .. } => sqlite::is_retriable(source),
+            StoreError::Remote { retriable, .. } => *retriable,
+            #[cfg(test)]
+            StoreError::Forced { retriable } => *retriable,
             StoreError::Unreachable { .. } => true,
             StoreError::DataDir { .. }
             | StoreError::CorruptDocument { .. }
+            | StoreError::CorruptOutbox { .. }
             | StoreError::Damaged { .. } => false,
         }
     }

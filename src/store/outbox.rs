@@ -13,7 +13,7 @@ use std::path::Path;
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use super::embedded::{open_durable, sqlite};
+use super::sqlite::{open_durable, sqlite};
 use super::StoreError;
 
 /// One view ready for the remote store, with its stable ids.
@@ -132,10 +132,7 @@ impl Outbox {
         for row in rows {
             let (flush_id, view_id, video_id, client_ip, timestamp_ms) =
                 row.map_err(sqlite("outbox row"))?;
-            let corrupt = |what: &str| StoreError::Unavailable {
-                reason: format!("outbox row has an invalid {what}"),
-                retriable: false,
-            };
+            let corrupt = |field: &'static str| StoreError::CorruptOutbox { field };
             let flush_id = Uuid::parse_str(&flush_id).map_err(|_| corrupt("flush id"))?;
             let view = PendingView {
                 id: Uuid::parse_str(&view_id).map_err(|_| corrupt("view id"))?,

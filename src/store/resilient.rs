@@ -22,9 +22,9 @@ use uuid::timestamp::context::ContextV1;
 use uuid::{Timestamp, Uuid};
 
 use super::outbox::{Flush, Outbox, PendingView};
-use super::{StoreError, ViewStore};
+use super::{Persisted, StoreError, ViewRecord, ViewStore};
+use crate::backoff::{Backoff, Jitter};
 use crate::metrics::Metrics;
-use crate::views::ViewEvent;
 
 /// A remote database that takes whole flushes. Writes must be idempotent by the flush's
 /// ids: the same flush may be written more than once.
@@ -88,14 +88,14 @@ impl IdGenerator {
         Uuid::new_v1(timestamp, &self.node)
     }
 
-    fn flush(&self, views: &[ViewEvent]) -> Flush {
+    fn flush(&self, views: &[ViewRecord<'_>]) -> Flush {
         Flush {
-            id: self.timeuuid(crate::views::epoch_millis()),
+            id: self.timeuuid(super::epoch_millis()),
             views: views
                 .iter()
                 .map(|view| PendingView {
                     id: self.timeuuid(view.timestamp_ms),
-                    video_id: view.video.video_id().to_owned(),
+                    video_id: view.video_id.to_owned(),
                     client_ip: view.client_ip,
                     timestamp_ms: view.timestamp_ms,
                 })
@@ -113,7 +113,9 @@ pub struct ResilientStore<R: RemoteViewStore> {
     ids: IdGenerator,
     /// No direct write or replay before this instant (set after a failure).
     quiet_until: Option<Instant>,
-    replay_backoff: Duration,
+    /// Paces replays (and direct writes) after failures: longer each time, reset by a
+    /// success.
+    replay_backoff: Backoff,
 }
 
 impl<R: RemoteViewStore> ResilientStore<R> {
@@ -125,7 +127,11 @@ impl<R: RemoteViewStore> ResilientStore<R> {
             remote,
             outbox,
             metrics,
-            replay_backoff: policy.first_replay_backoff,
+            replay_backoff: Backoff::new(
+                policy.first_replay_backoff,
+                policy.max_replay_backoff,
+                Jitter::Equal,
+            ),
             policy,
             ids: IdGenerator::new(),
             quiet_until: None,
@@ -142,7 +148,8 @@ impl<R: RemoteViewStore> ResilientStore<R> {
 
     /// Tries a fresh flush a few times, pausing with full jitter between attempts.
     fn write_with_retries(&mut self, flush: &Flush) -> Result<(), StoreError> {
-        let mut pause = self.policy.first_pause;
+        let mut backoff =
+            Backoff::new(self.policy.first_pause, self.policy.max_pause, Jitter::Full);
         let mut attempt = 1;
         loop {
             match self.remote.write_flush(flush) {
@@ -156,8 +163,7 @@ impl<R: RemoteViewStore> ResilientStore<R> {
                 {
                     self.metrics.store_errors.inc();
                     self.metrics.store_retries.inc();
-                    std::thread::sleep(pause.mul_f64(fastrand::f64()));
-                    pause = (pause * 2).min(self.policy.max_pause);
+                    std::thread::sleep(backoff.next_pause());
                     attempt += 1;
                 }
                 Err(error) => {
@@ -183,14 +189,12 @@ impl<R: RemoteViewStore> ResilientStore<R> {
 
     /// Backs off after a failure: the next replay (and direct write) waits longer each time.
     fn back_off(&mut self) {
-        let wait = self.replay_backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
-        self.quiet_until = Some(Instant::now() + wait);
-        self.replay_backoff = (self.replay_backoff * 2).min(self.policy.max_replay_backoff);
+        self.quiet_until = Some(Instant::now() + self.replay_backoff.next_pause());
     }
 
     fn recovered(&mut self) {
         self.quiet_until = None;
-        self.replay_backoff = self.policy.first_replay_backoff;
+        self.replay_backoff.reset();
     }
 
     /// Replays up to `replay_flushes` of the oldest outbox flushes.
@@ -221,15 +225,16 @@ impl<R: RemoteViewStore> ResilientStore<R> {
 }
 
 impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
-    fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+    fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
         let flush = self.ids.flush(views);
         if self.in_backoff() {
-            return self.spill(&flush);
+            self.spill(&flush)?;
+            return Ok(Persisted::CountedRemotely);
         }
         match self.write_with_retries(&flush) {
             Ok(()) => {
                 self.recovered();
-                Ok(())
+                Ok(Persisted::CountedRemotely)
             }
             Err(error) => {
                 if error.is_retriable() {
@@ -240,13 +245,10 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
                         "remote store refused the batch (permanent error); kept in the outbox");
                 }
                 self.back_off();
-                self.spill(&flush)
+                self.spill(&flush)?;
+                Ok(Persisted::CountedRemotely)
             }
         }
-    }
-
-    fn credit_counts(&self, _views: &[ViewEvent]) {
-        // Counts are summed from the cluster's rollups by the catalog refresher.
     }
 
     fn maintain(&mut self) {
@@ -263,7 +265,6 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::{parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
     use parking_lot::Mutex;
     use std::collections::HashMap;
 
@@ -282,20 +283,14 @@ mod tests {
         fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError> {
             *self.attempts.lock() += 1;
             if *self.down.lock() {
-                return Err(StoreError::Unavailable {
-                    reason: "cluster down".into(),
-                    retriable: true,
-                });
+                return Err(StoreError::Forced { retriable: true });
             }
             let mut rows = self.rows.lock();
             if let Some(written) = self.partial.lock().take() {
                 for view in flush.views.iter().take(written) {
                     rows.insert(view.id, view.clone());
                 }
-                return Err(StoreError::Unavailable {
-                    reason: "write timeout".into(),
-                    retriable: true,
-                });
+                return Err(StoreError::Forced { retriable: true });
             }
             let mut per_video: HashMap<&str, u64> = HashMap::new();
             for view in &flush.views {
@@ -332,12 +327,13 @@ mod tests {
         }
     }
 
-    fn views(count: usize) -> Vec<ViewEvent> {
-        let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
-        let entry = Arc::new(CatalogEntry::new(&video, 0));
-        (0..count)
-            .map(|_| ViewEvent::now(Arc::clone(&entry), "198.51.100.7".parse().expect("ip")))
-            .collect()
+    fn views(count: usize) -> Vec<ViewRecord<'static>> {
+        let view = ViewRecord {
+            video_id: "12345",
+            client_ip: "198.51.100.7".parse().expect("ip"),
+            timestamp_ms: 1_795_000_000_000,
+        };
+        vec![view; count]
     }
 
     fn store(cluster: &FakeCluster, dir: &Path) -> (ResilientStore<FakeCluster>, Arc<Metrics>) {
@@ -448,7 +444,8 @@ mod tests {
         fn write_flush(&mut self, _: &Flush) -> Result<(), StoreError> {
             *self.attempts.lock() += 1;
             Err(StoreError::Unreachable {
-                message: "still connecting".into(),
+                context: "still connecting",
+                source: None,
             })
         }
     }

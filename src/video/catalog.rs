@@ -1,10 +1,13 @@
 //! The catalog served by `GET /video/:videoId`, held in memory.
 //!
-//! The store is read once at start (see [`crate::store`]); from then on the hot path never
-//! touches the database. Each [`CatalogEntry`] keeps its JSON body rendered in advance and
-//! the count of its views that the store has durably persisted: the batch writer adds to
-//! that count after each committed batch, and `GET /video/:videoId/views` reads it with one
-//! atomic load.
+//! The catalog is built from the store's documents at start and rebuilt whole by the
+//! catalog watcher ([`super::watcher`]) when the stored catalog changes; the hot path never
+//! touches the database, and swaps in a new catalog without a lock. Each [`CatalogEntry`]
+//! keeps its JSON body rendered in advance and the count of its views that the store has
+//! durably persisted: the batch writer adds to that count after each committed batch (or
+//! the watcher sets it from a shared store), and `GET /video/:videoId/views` reads it with
+//! one atomic load. A rebuilt catalog gives each video that it keeps the counter of the
+//! entry it replaces, so a view credited to the old entry after the swap is not lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +15,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::payload::VideoPayload;
+use super::payload::{self, VideoPayload};
+use crate::store::StoredVideo;
 
 /// The video a fresh install starts with, exactly as the old service's seeder wrote it.
 pub const SEED_VIDEO_JSON: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
@@ -30,15 +34,20 @@ pub struct CatalogEntry {
     /// Each source's `src`, for `--signing-policy catalog`.
     sources: Box<[Box<str>]>,
     /// Views of this video the store has committed (loaded at start, then advanced by the
-    /// batch writer, or set from a remote store's count by the catalog refresher).
-    persisted_views: AtomicU64,
-    /// Set when a client asked for the count, so the refresher re-reads it from a remote
-    /// store; cleared by the refresher.
+    /// batch writer, or set from a shared store's count by the catalog watcher). Shared
+    /// with the entries that replace this one when the catalog is rebuilt.
+    persisted_views: Arc<AtomicU64>,
+    /// Set when a client asked for the count, so the catalog watcher re-reads it from a
+    /// shared store; cleared by the watcher.
     count_wanted: AtomicBool,
 }
 
 impl CatalogEntry {
     pub fn new(video: &VideoPayload<'_>, persisted_views: u64) -> Self {
+        Self::with_counter(video, Arc::new(AtomicU64::new(persisted_views)))
+    }
+
+    fn with_counter(video: &VideoPayload<'_>, persisted_views: Arc<AtomicU64>) -> Self {
         let mut body = Vec::with_capacity(256);
         video.write_json(&mut body, None);
         let etag = entity_tag(&body);
@@ -51,7 +60,7 @@ impl CatalogEntry {
                 .iter()
                 .map(|source| source.src.as_ref().into())
                 .collect(),
-            persisted_views: AtomicU64::new(persisted_views),
+            persisted_views,
             count_wanted: AtomicBool::new(false),
         }
     }
@@ -84,12 +93,12 @@ impl CatalogEntry {
         self.persisted_views.fetch_add(count, Ordering::AcqRel);
     }
 
-    /// Sets the count read from a remote store.
+    /// Sets the count read from a shared store.
     pub fn set_persisted_views(&self, count: u64) {
         self.persisted_views.store(count, Ordering::Release);
     }
 
-    /// Asks the refresher (if any) to re-read this video's count soon.
+    /// Asks the catalog watcher (if it reads counts) to re-read this video's count soon.
     pub fn want_count(&self) {
         if !self.count_wanted.load(Ordering::Relaxed) {
             self.count_wanted.store(true, Ordering::Relaxed);
@@ -139,6 +148,30 @@ impl Catalog {
         Catalog { entries }
     }
 
+    /// Builds the catalog from stored documents, skipping (and logging) any that are not
+    /// valid. A video that `previous` holds keeps its counter (see the module docs); a new
+    /// one starts from the count stored beside it, or 0.
+    pub fn from_stored(stored: &[StoredVideo], previous: Option<&Catalog>) -> Self {
+        let mut entries = HashMap::with_capacity(stored.len());
+        for video in stored {
+            let document = match payload::parse_stored_video(video.document.as_bytes()) {
+                Ok(document) => document,
+                Err(error) => {
+                    tracing::warn!(video_id = %video.video_id, %error, "skipping an invalid stored video document");
+                    continue;
+                }
+            };
+            let entry = match previous.and_then(|catalog| catalog.get(&video.video_id)) {
+                Some(known) => {
+                    CatalogEntry::with_counter(&document, Arc::clone(&known.persisted_views))
+                }
+                None => CatalogEntry::new(&document, video.views.unwrap_or(0)),
+            };
+            entries.insert(entry.video_id.clone(), Arc::new(entry));
+        }
+        Catalog { entries }
+    }
+
     #[inline]
     pub fn get(&self, video_id: &str) -> Option<&Arc<CatalogEntry>> {
         self.entries.get(video_id)
@@ -182,5 +215,41 @@ mod tests {
         entry.add_persisted_views(3);
         assert_eq!(entry.persisted_views(), 10);
         assert!(catalog.get("nope").is_none());
+    }
+
+    fn stored(video_id: &str, document: &str, views: Option<u64>) -> StoredVideo {
+        StoredVideo {
+            video_id: video_id.into(),
+            document: document.into(),
+            views,
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_catalog_keeps_counts_credited_to_replaced_entries() {
+        let first = Catalog::from_stored(&[stored("12345", SEED_VIDEO_JSON, Some(4))], None);
+        let old_entry = Arc::clone(first.get("12345").expect("seed"));
+        assert_eq!(old_entry.persisted_views(), 4);
+        let renamed = SEED_VIDEO_JSON.replace("Big Buck Bunny", "Bunny");
+        let rebuilt = Catalog::from_stored(
+            &[
+                // The stored count is older than the in-memory one: the counter wins.
+                stored("12345", &renamed, Some(1)),
+                stored(
+                    "new",
+                    r#"{"videoId":"new","title":"n","sources":[]}"#,
+                    Some(2),
+                ),
+                stored("bad", "{not json", None),
+            ],
+            Some(&first),
+        );
+        assert_eq!(rebuilt.len(), 2, "the invalid document is skipped");
+        let new_entry = rebuilt.get("12345").expect("kept");
+        assert!(String::from_utf8_lossy(new_entry.body()).contains("\"Bunny\""));
+        // A view queued before the swap is credited to the old entry afterwards.
+        old_entry.add_persisted_views(1);
+        assert_eq!(new_entry.persisted_views(), 5);
+        assert_eq!(rebuilt.get("new").expect("new").persisted_views(), 2);
     }
 }

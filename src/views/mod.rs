@@ -11,23 +11,29 @@
 //! each batch through the [`ViewStore`](crate::store::ViewStore) trait when it is full or
 //! old enough, retries failed writes with capped, jittered backoff, and on shutdown flushes
 //! everything that was accepted before it exits.
+//!
+//! The flow is one way: the writer hands the store plain
+//! [`ViewRecord`](crate::store::ViewRecord)s, and the store reports what it persisted; it is
+//! the writer, which holds each view's catalog entry, that credits committed views to the
+//! counts `GET /video/:id/views` serves.
 
 mod bus;
 mod writer;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use bus::ViewBus;
-pub use writer::{BatchLimits, BatchWriter, WriterHandle};
+pub use writer::{BatchLimits, BatchWriter, WriterHandle, WriterReport};
 
+use crate::store::{epoch_millis, ViewRecord};
 use crate::video::CatalogEntry;
 
-/// One view of one video.
+/// One view of one video, as it travels from a request to the batch writer.
 #[derive(Debug, Clone)]
 pub struct ViewEvent {
-    /// The video watched; the writer credits its persisted count once the view is committed.
+    /// The video watched: the writer hands its id to the store and, when the store says
+    /// so, credits the committed view to its count.
     pub video: Arc<CatalogEntry>,
     /// The client's address: the TCP peer, or the `X-Forwarded-For` client behind a
     /// trusted proxy.
@@ -44,12 +50,13 @@ impl ViewEvent {
             timestamp_ms: epoch_millis(),
         }
     }
-}
 
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn epoch_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    /// The view as a store persists it, borrowed from this event.
+    pub fn record(&self) -> ViewRecord<'_> {
+        ViewRecord {
+            video_id: self.video.video_id(),
+            client_ip: self.client_ip,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
 }

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ViewEvent;
+use crate::backoff::{Backoff, Jitter};
 use crate::metrics::Metrics;
-use crate::store::ViewStore;
+use crate::store::{Persisted, ViewRecord, ViewStore};
 
 /// When a batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,8 @@ impl Batch {
     }
 }
 
-/// Retry pacing for failed writes.
+/// Retry pacing for failed writes (full jitter, so a fleet of writers does not retry in
+/// lockstep).
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// The longest the writer sleeps in the channel with nothing batched; bounds how long a
@@ -271,14 +273,17 @@ impl<S: ViewStore> BatchWriter<S> {
             return self.give_up(batch);
         }
         let started = Instant::now();
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP, Jitter::Full);
+        let records: Vec<ViewRecord<'_>> = batch.views.iter().map(ViewEvent::record).collect();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.store.write_views(&batch.views) {
-                Ok(()) => {
+            match self.store.write_views(&records) {
+                Ok(persisted) => {
                     let count = batch.views.len() as u64;
-                    self.store.credit_counts(&batch.views);
+                    if persisted == Persisted::Counted {
+                        credit_counts(&batch.views);
+                    }
                     self.metrics.views_persisted.inc_by(count);
                     self.metrics.batch_size.observe(count as f64);
                     self.metrics
@@ -300,17 +305,24 @@ impl<S: ViewStore> BatchWriter<S> {
                     if attempt == 1 || attempt.is_power_of_two() {
                         tracing::warn!(%error, views = batch.views.len(), attempt, "store write failed; retrying");
                     }
-                    // Full jitter: sleep a random time up to the current backoff, so a fleet
-                    // of writers does not retry in lockstep.
-                    let pause = backoff.mul_f64(fastrand::f64());
+                    let pause = backoff.next_pause();
                     // Parked, not asleep: a shutdown unparks the writer so that it meets
                     // the deadline instead of finishing a long backoff first.
                     std::thread::park_timeout(time_left.map_or(pause, |left| pause.min(left)));
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
         }
         batch.clear();
+    }
+}
+
+/// Adds committed views to the counts served from memory, through the entries the views
+/// were recorded against. A catalog reload gives a video's new entry the same counter as
+/// its old one (see [`crate::video::Catalog::reloaded`]), so a view queued before a reload
+/// still lands in the count served after it.
+fn credit_counts(views: &[ViewEvent]) {
+    for view in views {
+        view.video.add_persisted_views(1);
     }
 }
 
@@ -331,21 +343,26 @@ mod tests {
         retriable: bool,
         /// Time every successful write takes (a slow disk).
         delay: Duration,
+        /// Whether the store says its counts are read back from a shared database.
+        counted_remotely: bool,
     }
 
     impl ViewStore for RecordingStore {
-        fn write_views(&mut self, views: &[ViewEvent]) -> Result<(), StoreError> {
+        fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
             let mut failures = self.failures_left.lock();
             if *failures > 0 {
                 *failures -= 1;
-                return Err(StoreError::Unavailable {
-                    reason: "forced failure".into(),
+                return Err(StoreError::Forced {
                     retriable: self.retriable,
                 });
             }
             std::thread::sleep(self.delay);
             self.batches.lock().push(views.len());
-            Ok(())
+            Ok(if self.counted_remotely {
+                Persisted::CountedRemotely
+            } else {
+                Persisted::Counted
+            })
         }
     }
 
@@ -402,6 +419,27 @@ mod tests {
             "the rest at shutdown"
         );
         assert_eq!(video.persisted_views(), 15);
+    }
+
+    #[test]
+    fn views_a_shared_store_counts_are_not_credited_twice() {
+        let store = RecordingStore {
+            counted_remotely: true,
+            ..RecordingStore::default()
+        };
+        let (bus, handle, _) = setup(BatchLimits::default(), store.clone());
+        let video = entry();
+        for _ in 0..7 {
+            assert!(bus.record(view(&video)));
+        }
+        let report = handle.shutdown(soon());
+        assert_eq!(report.persisted, 7);
+        assert_eq!(store.batches.lock().iter().sum::<usize>(), 7);
+        assert_eq!(
+            video.persisted_views(),
+            0,
+            "the catalog watcher reads these counts back from the shared store"
+        );
     }
 
     #[test]

@@ -1,0 +1,60 @@
+//! ScyllaDB: the production view store and catalog, through the official `scylla` driver.
+//!
+//! One module per job, all sharing one [`Cluster`] (one tokio runtime, one session):
+//!
+//! - [`schema`]: the keyspace, tables and statements (and `scripts/schema.cql`);
+//! - [`session`]: the runtime, the lazily connected session, and driver errors mapped to
+//!   [`StoreError`](crate::store::StoreError)s with their cause kept;
+//! - [`view_store`]: flushes of views, written for the [`ResilientStore`] around it;
+//! - [`catalog_store`]: the video documents (start, seeding, `video-server import`);
+//! - [`refresh`]: what the catalog watcher reads: the catalog, and the counts every server
+//!   adds to.
+//!
+//! ```text
+//!  BatchWriter ─▶ ResilientStore ─▶ ScyllaViewStore ─┐
+//!                                                    ├─▶ Cluster (runtime + session) ─▶ nodes
+//!  CatalogWatcher ─▶ ScyllaCatalogStore ─────────────┘
+//! ```
+//!
+//! The session is connected lazily and re-established after a failed connect: the server
+//! starts and serves with the cluster unreachable, while the [`ResilientStore`] keeps every
+//! view in the outbox.
+//!
+//! [`ResilientStore`]: super::ResilientStore
+
+pub mod catalog_store;
+pub mod refresh;
+pub mod schema;
+pub mod session;
+pub mod view_store;
+
+use std::time::Duration;
+
+use scylla::statement::Consistency;
+
+pub use catalog_store::ScyllaCatalogStore;
+pub use schema::{schema_script, schema_statements, Replication, VIEW_BUCKETS};
+pub use session::{is_retriable, Cluster};
+pub use view_store::ScyllaViewStore;
+
+/// How to reach and write to the cluster.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// `host:port` of one or more nodes.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// The keyspace's replication (used when the server creates the keyspace).
+    pub replication: Replication,
+    pub write_consistency: Consistency,
+    /// Consistency of catalog and view-count reads.
+    pub read_consistency: Consistency,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub credentials: Option<(String, String)>,
+    /// TTL of view rows, if they should expire.
+    pub view_ttl: Option<Duration>,
+    /// Concurrent executes per flush.
+    pub max_in_flight: usize,
+    /// Create the keyspace and tables at connect (`IF NOT EXISTS`).
+    pub create_schema: bool,
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::payload::VideoPayload;
+use super::document::VideoPayload;
 
 /// The video a fresh install starts with, exactly as the old service's seeder wrote it.
 pub const SEED_VIDEO_JSON: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;

@@ -10,7 +10,7 @@
 //! Data leaves through [`VideoPayload::write_json`], which appends the document to a
 //! response (or store) buffer with its keys in the order they were sent, each source's
 //! `src` optionally replaced by its signed CDN URL. To replay that order each object
-//! keeps its keys as the parser met them.
+//! carries a `KeyOrder`: the parser fills it as keys arrive, rendering walks it.
 
 use std::borrow::Cow;
 
@@ -45,6 +45,45 @@ pub(super) enum SourceField {
     Type,
 }
 
+/// The keys of one JSON object in the order they were sent, each at most once.
+///
+/// `N` is the number of fields the object has, so a fixed array always has room: a key
+/// that is neither new nor known is refused before it gets here. The parser uses this both
+/// as its "seen" set (rejecting duplicates) and as the record rendering replays, which is
+/// why videos and sources share one type rather than each keeping its own array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KeyOrder<F, const N: usize> {
+    keys: [F; N],
+    len: u8,
+}
+
+impl<F: Copy + PartialEq, const N: usize> KeyOrder<F, N> {
+    /// An empty order. `filler` only occupies the unused slots; it is never read back.
+    pub(super) fn new(filler: F) -> Self {
+        KeyOrder {
+            keys: [filler; N],
+            len: 0,
+        }
+    }
+
+    /// Appends `field`, or returns `false` (recording nothing) if it was already sent.
+    pub(super) fn record(&mut self, field: F) -> bool {
+        let len = usize::from(self.len);
+        if self.keys[..len].contains(&field) {
+            return false;
+        }
+        // In bounds: `field` is one of N values and none of the `len` before it.
+        self.keys[len] = field;
+        self.len += 1;
+        true
+    }
+
+    /// The keys as sent.
+    pub(super) fn as_slice(&self) -> &[F] {
+        &self.keys[..usize::from(self.len)]
+    }
+}
+
 /// One playable rendition of a video.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePayload<'a> {
@@ -52,7 +91,7 @@ pub struct SourcePayload<'a> {
     pub size: i64,
     pub media_type: Cow<'a, str>,
     /// Keys as sent, so the response lists them in the same order.
-    pub(super) order: [SourceField; 3],
+    pub(super) order: KeyOrder<SourceField, 3>,
 }
 
 /// A validated video document.
@@ -67,8 +106,7 @@ pub struct VideoPayload<'a> {
     pub title: Cow<'a, str>,
     pub sources: Vec<SourcePayload<'a>>,
     /// Keys as sent (`_id` may be absent, so up to four).
-    pub(super) order: [VideoField; 4],
-    pub(super) order_len: u8,
+    pub(super) order: KeyOrder<VideoField, 4>,
 }
 
 impl<'a> VideoPayload<'a> {
@@ -89,7 +127,6 @@ impl<'a> VideoPayload<'a> {
                 })
                 .collect(),
             order: self.order,
-            order_len: self.order_len,
         }
     }
 
@@ -97,7 +134,7 @@ impl<'a> VideoPayload<'a> {
     /// every `src` becomes its signed URL on that CDN.
     pub fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
         out.push(b'{');
-        for (position, field) in self.order[..usize::from(self.order_len)].iter().enumerate() {
+        for (position, field) in self.order.as_slice().iter().enumerate() {
             if position > 0 {
                 out.push(b',');
             }
@@ -134,7 +171,8 @@ impl<'a> VideoPayload<'a> {
 impl SourcePayload<'_> {
     fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
         out.push(b'{');
-        for (position, field) in self.order.iter().enumerate() {
+        // All three keys are required, so this lists each of them once.
+        for (position, field) in self.order.as_slice().iter().enumerate() {
             if position > 0 {
                 out.push(b',');
             }
@@ -175,6 +213,21 @@ mod tests {
     use crate::token::{default_cdns, Cdn, RequestSigner};
     use crate::video::parse::tests::CONTRACT_BODY;
     use crate::video::parse::{parse_stored_video, parse_token_request};
+
+    #[test]
+    fn key_order_keeps_first_sightings_and_refuses_repeats() {
+        let mut order = KeyOrder::<SourceField, 3>::new(SourceField::Src);
+        assert!(order.as_slice().is_empty());
+        assert!(order.record(SourceField::Type));
+        assert!(order.record(SourceField::Src));
+        assert!(!order.record(SourceField::Type));
+        assert_eq!(order.as_slice(), [SourceField::Type, SourceField::Src]);
+        assert!(order.record(SourceField::Size));
+        assert_eq!(
+            order.as_slice(),
+            [SourceField::Type, SourceField::Src, SourceField::Size]
+        );
+    }
 
     fn rendered(video: &VideoPayload<'_>, cdn: Option<&Cdn>) -> serde_json::Value {
         let mut out = Vec::new();

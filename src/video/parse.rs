@@ -17,7 +17,9 @@
 //!   "invalid type: string, expected i64 at line 1 column 9", not of our fields;
 //! - nothing is ever skipped or parsed into a generic value, so hostile nesting
 //!   (`[[[[…` ten thousand deep) is refused at its first bracket and never recurses: the
-//!   coroutine stacks that run this code are small.
+//!   coroutine stacks that run this code are small;
+//! - videos and sources obey the same key rules (no unknown key, none twice, order kept
+//!   for rendering) because both go through [`record_key`].
 //!
 //! What comes out is the document of [`super::document`], which renders it back.
 
@@ -27,7 +29,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::document::{PayloadError, SourceField, SourcePayload, VideoField, VideoPayload};
+use super::document::{
+    KeyOrder, PayloadError, SourceField, SourcePayload, VideoField, VideoPayload,
+};
 
 /// Where a document sits, for error paths: `video` in a token request, `catalog[3]` in an
 /// import file.
@@ -182,6 +186,55 @@ fn is_js_whitespace(c: char) -> bool {
                 | '\u{3000}'
                 | '\u{feff}'
     )
+}
+
+// ---- keys ----------------------------------------------------------------------------
+
+/// The fields of one kind of object, named by their JSON keys.
+trait Field: Copy + PartialEq {
+    /// The field `key` names, or `None` if the object may not have that key.
+    fn from_key(key: &str) -> Option<Self>;
+}
+
+impl Field for VideoField {
+    fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "_id" => Some(VideoField::Id),
+            "videoId" => Some(VideoField::VideoId),
+            "title" => Some(VideoField::Title),
+            "sources" => Some(VideoField::Sources),
+            _ => None,
+        }
+    }
+}
+
+impl Field for SourceField {
+    fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "src" => Some(SourceField::Src),
+            "size" => Some(SourceField::Size),
+            "type" => Some(SourceField::Type),
+            _ => None,
+        }
+    }
+}
+
+/// Names the field `key` stands for and records it in `seen`, refusing a key the object
+/// may not have and a key sent twice. Videos and sources both come through here, so their
+/// key rules and messages cannot drift apart; `path` is `key`'s path, for the message.
+fn record_key<F: Field, const N: usize, E: de::Error>(
+    seen: &mut KeyOrder<F, N>,
+    key: &str,
+    slot: &ErrorSlot,
+    path: FieldPath<'_>,
+) -> Result<F, E> {
+    let Some(field) = F::from_key(key) else {
+        return Err(slot.fail(path, "is not allowed"));
+    };
+    if !seen.record(field) {
+        return Err(slot.fail(path, "appears twice"));
+    }
+    Ok(field)
 }
 
 // ---- visitors ------------------------------------------------------------------------
@@ -400,24 +453,10 @@ impl<'de> Visitor<'de> for VideoVisitor<'_> {
         let mut video_id = None;
         let mut title = None;
         let mut sources = None;
-        let mut order = [VideoField::Id; 4];
-        let mut order_len = 0u8;
+        let mut order = KeyOrder::new(VideoField::Id);
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let field = match key.as_ref() {
-                "_id" => VideoField::Id,
-                "videoId" => VideoField::VideoId,
-                "title" => VideoField::Title,
-                "sources" => VideoField::Sources,
-                other => {
-                    return Err(slot.fail(FieldPath::VideoField(root, other), "is not allowed"))
-                }
-            };
             let path = FieldPath::VideoField(root, &key);
-            if order[..usize::from(order_len)].contains(&field) {
-                return Err(slot.fail(path, "appears twice"));
-            }
-            order[usize::from(order_len)] = field;
-            order_len += 1;
+            let field = record_key(&mut order, &key, slot, path)?;
             match field {
                 VideoField::Id => {
                     let problem = "must be a string of 24 hex digits";
@@ -458,7 +497,6 @@ impl<'de> Visitor<'de> for VideoVisitor<'_> {
             title: title.ok_or_else(|| missing("title"))?,
             sources: sources.ok_or_else(|| missing("sources"))?,
             order,
-            order_len,
         })
     }
 }
@@ -531,21 +569,10 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
         let mut src = None;
         let mut size = None;
         let mut media_type = None;
-        let mut order = [SourceField::Src; 3];
-        let mut order_len = 0;
+        let mut order = KeyOrder::new(SourceField::Src);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let path = FieldPath::SourceField(root, index, &key);
-            let field = match key.as_ref() {
-                "src" => SourceField::Src,
-                "size" => SourceField::Size,
-                "type" => SourceField::Type,
-                _ => return Err(slot.fail(path, "is not allowed")),
-            };
-            if order[..order_len].contains(&field) {
-                return Err(slot.fail(path, "appears twice"));
-            }
-            order[order_len] = field;
-            order_len += 1;
+            let field = record_key(&mut order, &key, slot, path)?;
             match field {
                 SourceField::Size => size = Some(map.next_value_seed(IntegerSeed { slot, path })?),
                 SourceField::Src | SourceField::Type => {

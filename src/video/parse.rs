@@ -4,9 +4,9 @@
 //! One parser serves every place a video enters the server: the body of
 //! `POST /video/token` ([`parse_token_request`]), a `--catalog` import file
 //! ([`parse_catalog`]), and the documents the store keeps ([`parse_stored_video`]). Each
-//! entry point picks the outermost visitor and hands it to [`run_parser`]; from there the
+//! entry point picks the outermost visitor and hands it to `run_parser`; from there the
 //! data flows down a chain of hand-written `serde` visitors over `serde_json`'s
-//! deserializer (request or array → [`VideoSeed`] → [`SourcesSeed`] → [`SourceSeed`] →
+//! deserializer (request or array → `VideoSeed` → `SourcesSeed` → `SourceSeed` →
 //! the string and integer seeds), each checking its own rules as the values stream past,
 //! so that:
 //!
@@ -19,7 +19,7 @@
 //!   (`[[[[…` ten thousand deep) is refused at its first bracket and never recurses: the
 //!   coroutine stacks that run this code are small;
 //! - videos and sources obey the same key rules (no unknown key, none twice, order kept
-//!   for rendering) because both go through [`record_key`].
+//!   for rendering) because both go through `record_key`.
 //!
 //! What comes out is the document of [`super::document`], which renders it back.
 

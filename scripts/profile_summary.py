@@ -16,7 +16,7 @@ KERNEL_ENTRY = ("entry_SYSCALL_64", "do_syscall_64", "asm_")
 # Innermost-frame fragments → component, first match wins.
 USER_GROUPS = [
     ("hashing (MD5, SHA-256)", ("md5::", "sha2::", "md5_", "sha256")),
-    ("JSON parsing (serde_json, payload visitors)", ("serde_json::", "serde_core::", "video::payload::", "from_utf8")),
+    ("JSON parsing (serde_json, payload visitors)", ("serde_json::", "serde_core::", "video::parse::", "from_utf8")),
     ("JSON rendering", ("write_json", "write_escaped", "write_decoded", "json::write", "write_signed_url", "write_hex")),
     ("HTTP parsing and responses", ("httparse::", "http::request", "http::response", "http::connection", "http::date")),
     ("may runtime (coroutine switches, io wait)", ("may::", "generator::", "swap_registers", "may_")),

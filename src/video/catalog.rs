@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::payload::{self, VideoPayload};
+use super::document::VideoPayload;
+use super::parse;
 use crate::store::StoredVideo;
 
 /// The video a fresh install starts with, exactly as the old service's seeder wrote it.
@@ -154,7 +155,7 @@ impl Catalog {
     pub fn from_stored(stored: &[StoredVideo], previous: Option<&Catalog>) -> Self {
         let mut entries = HashMap::with_capacity(stored.len());
         for video in stored {
-            let document = match payload::parse_stored_video(video.document.as_bytes()) {
+            let document = match parse::parse_stored_video(video.document.as_bytes()) {
                 Ok(document) => document,
                 Err(error) => {
                     tracing::warn!(video_id = %video.video_id, %error, "skipping an invalid stored video document");

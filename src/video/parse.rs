@@ -1,8 +1,14 @@
-//! The video document: strict validation while parsing, and rendering back to JSON.
+//! Parsing: how bytes from outside become a [`VideoPayload`], or a [`PayloadError`] that
+//! says which rule they broke.
 //!
 //! One parser serves every place a video enters the server: the body of
-//! `POST /video/token`, a `--catalog` import file, and the documents the store keeps. It is
-//! a set of hand-written `serde` visitors over `serde_json`'s deserializer, so that:
+//! `POST /video/token` ([`parse_token_request`]), a `--catalog` import file
+//! ([`parse_catalog`]), and the documents the store keeps ([`parse_stored_video`]). Each
+//! entry point picks the outermost visitor and hands it to `run_parser`; from there the
+//! data flows down a chain of hand-written `serde` visitors over `serde_json`'s
+//! deserializer (request or array → `VideoSeed` → `SourcesSeed` → `SourceSeed` →
+//! the string and integer seeds), each checking its own rules as the values stream past,
+//! so that:
 //!
 //! - strings borrow from the request buffer whenever they carry no escapes (`Cow::Borrowed`);
 //! - the first problem stops parsing at once, and its message names the field by path
@@ -11,10 +17,11 @@
 //!   "invalid type: string, expected i64 at line 1 column 9", not of our fields;
 //! - nothing is ever skipped or parsed into a generic value, so hostile nesting
 //!   (`[[[[…` ten thousand deep) is refused at its first bracket and never recurses: the
-//!   coroutine stacks that run this code are small.
+//!   coroutine stacks that run this code are small;
+//! - videos and sources obey the same key rules (no unknown key, none twice, order kept
+//!   for rendering) because both go through `record_key`.
 //!
-//! [`VideoPayload::write_json`] renders the video back, keys in the order they were sent,
-//! each source's `src` optionally replaced by its signed CDN URL.
+//! What comes out is the document of [`super::document`], which renders it back.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -22,62 +29,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::json;
-use crate::token::RequestSigner;
-
-/// Why a video document was refused. The message is what the client sees.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
-    /// The bytes are not JSON at all (truncated, bad escape, trailing garbage…).
-    #[error("request body is not valid JSON: {0}")]
-    Syntax(String),
-    /// The JSON is well formed but breaks a rule; `path` names the field.
-    #[error("{path} {problem}")]
-    Invalid { path: String, problem: String },
-}
-
-/// The fields of a video, in the order a document may list them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VideoField {
-    Id,
-    VideoId,
-    Title,
-    Sources,
-}
-
-/// The fields of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SourceField {
-    Src,
-    Size,
-    Type,
-}
-
-/// One playable rendition of a video.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcePayload<'a> {
-    pub src: Cow<'a, str>,
-    pub size: i64,
-    pub media_type: Cow<'a, str>,
-    /// Keys as sent, so the response lists them in the same order.
-    order: [SourceField; 3],
-}
-
-/// A validated video document.
-///
-/// Its borrowed strings are verbatim JSON string contents (only the parser builds it), which
-/// [`VideoPayload::write_json`] copies back without escaping; see [`json::write_decoded`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoPayload<'a> {
-    /// `_id`: the old service's MongoDB id, 24 hex digits, optional.
-    pub id: Option<Cow<'a, str>>,
-    pub video_id: Cow<'a, str>,
-    pub title: Cow<'a, str>,
-    pub sources: Vec<SourcePayload<'a>>,
-    /// Keys as sent (`_id` may be absent, so up to four).
-    order: [VideoField; 4],
-    order_len: u8,
-}
+use super::document::{
+    KeyOrder, PayloadError, SourceField, SourcePayload, VideoField, VideoPayload,
+};
 
 /// Where a document sits, for error paths: `video` in a token request, `catalog[3]` in an
 /// import file.
@@ -218,104 +172,6 @@ fn run_parser<'de, T>(
     parsed.map_err(|error| slot.into_error(error))
 }
 
-impl<'a> VideoPayload<'a> {
-    /// Detaches the document from the buffer it was parsed from.
-    pub fn into_owned(self) -> VideoPayload<'static> {
-        VideoPayload {
-            id: self.id.map(|id| Cow::Owned(id.into_owned())),
-            video_id: Cow::Owned(self.video_id.into_owned()),
-            title: Cow::Owned(self.title.into_owned()),
-            sources: self
-                .sources
-                .into_iter()
-                .map(|source| SourcePayload {
-                    src: Cow::Owned(source.src.into_owned()),
-                    size: source.size,
-                    media_type: Cow::Owned(source.media_type.into_owned()),
-                    order: source.order,
-                })
-                .collect(),
-            order: self.order,
-            order_len: self.order_len,
-        }
-    }
-
-    /// Appends the document as JSON, keys in the order they were received. With a CDN,
-    /// every `src` becomes its signed URL on that CDN.
-    pub fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
-        out.push(b'{');
-        for (position, field) in self.order[..usize::from(self.order_len)].iter().enumerate() {
-            if position > 0 {
-                out.push(b',');
-            }
-            match field {
-                VideoField::Id => {
-                    out.extend_from_slice(b"\"_id\":");
-                    // `order` lists Id only when one was sent.
-                    write_decoded_string(out, self.id.as_ref().unwrap_or(&Cow::Borrowed("")));
-                }
-                VideoField::VideoId => {
-                    out.extend_from_slice(b"\"videoId\":");
-                    write_decoded_string(out, &self.video_id);
-                }
-                VideoField::Title => {
-                    out.extend_from_slice(b"\"title\":");
-                    write_decoded_string(out, &self.title);
-                }
-                VideoField::Sources => {
-                    out.extend_from_slice(b"\"sources\":[");
-                    for (index, source) in self.sources.iter().enumerate() {
-                        if index > 0 {
-                            out.push(b',');
-                        }
-                        source.write_json(out, signer);
-                    }
-                    out.push(b']');
-                }
-            }
-        }
-        out.push(b'}');
-    }
-}
-
-impl SourcePayload<'_> {
-    fn write_json(&self, out: &mut Vec<u8>, signer: Option<&RequestSigner<'_>>) {
-        out.push(b'{');
-        for (position, field) in self.order.iter().enumerate() {
-            if position > 0 {
-                out.push(b',');
-            }
-            match field {
-                SourceField::Src => {
-                    out.extend_from_slice(b"\"src\":\"");
-                    match signer {
-                        Some(signer) => signer.write_signed_url(out, &self.src, &self.media_type),
-                        None => json::write_decoded(out, &self.src),
-                    }
-                    out.push(b'"');
-                }
-                SourceField::Size => {
-                    out.extend_from_slice(b"\"size\":");
-                    json::write_i64(out, self.size);
-                }
-                SourceField::Type => {
-                    out.extend_from_slice(b"\"type\":");
-                    write_decoded_string(out, &self.media_type);
-                }
-            }
-        }
-        out.push(b'}');
-    }
-}
-
-/// A decoded string as a complete JSON string (see [`json::write_decoded`]).
-#[allow(clippy::ptr_arg)] // borrowed or owned is the information used
-fn write_decoded_string(out: &mut Vec<u8>, text: &Cow<'_, str>) {
-    out.push(b'"');
-    json::write_decoded(out, text);
-    out.push(b'"');
-}
-
 /// Whitespace as JavaScript's `String.prototype.trim` knows it, which the old Node service
 /// trimmed with (Rust's own `trim` differs on U+0085 and U+FEFF).
 fn is_js_whitespace(c: char) -> bool {
@@ -330,6 +186,55 @@ fn is_js_whitespace(c: char) -> bool {
                 | '\u{3000}'
                 | '\u{feff}'
     )
+}
+
+// ---- keys ----------------------------------------------------------------------------
+
+/// The fields of one kind of object, named by their JSON keys.
+trait Field: Copy + PartialEq {
+    /// The field `key` names, or `None` if the object may not have that key.
+    fn from_key(key: &str) -> Option<Self>;
+}
+
+impl Field for VideoField {
+    fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "_id" => Some(VideoField::Id),
+            "videoId" => Some(VideoField::VideoId),
+            "title" => Some(VideoField::Title),
+            "sources" => Some(VideoField::Sources),
+            _ => None,
+        }
+    }
+}
+
+impl Field for SourceField {
+    fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "src" => Some(SourceField::Src),
+            "size" => Some(SourceField::Size),
+            "type" => Some(SourceField::Type),
+            _ => None,
+        }
+    }
+}
+
+/// Names the field `key` stands for and records it in `seen`, refusing a key the object
+/// may not have and a key sent twice. Videos and sources both come through here, so their
+/// key rules and messages cannot drift apart; `path` is `key`'s path, for the message.
+fn record_key<F: Field, const N: usize, E: de::Error>(
+    seen: &mut KeyOrder<F, N>,
+    key: &str,
+    slot: &ErrorSlot,
+    path: FieldPath<'_>,
+) -> Result<F, E> {
+    let Some(field) = F::from_key(key) else {
+        return Err(slot.fail(path, "is not allowed"));
+    };
+    if !seen.record(field) {
+        return Err(slot.fail(path, "appears twice"));
+    }
+    Ok(field)
 }
 
 // ---- visitors ------------------------------------------------------------------------
@@ -548,24 +453,10 @@ impl<'de> Visitor<'de> for VideoVisitor<'_> {
         let mut video_id = None;
         let mut title = None;
         let mut sources = None;
-        let mut order = [VideoField::Id; 4];
-        let mut order_len = 0u8;
+        let mut order = KeyOrder::new(VideoField::Id);
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let field = match key.as_ref() {
-                "_id" => VideoField::Id,
-                "videoId" => VideoField::VideoId,
-                "title" => VideoField::Title,
-                "sources" => VideoField::Sources,
-                other => {
-                    return Err(slot.fail(FieldPath::VideoField(root, other), "is not allowed"))
-                }
-            };
             let path = FieldPath::VideoField(root, &key);
-            if order[..usize::from(order_len)].contains(&field) {
-                return Err(slot.fail(path, "appears twice"));
-            }
-            order[usize::from(order_len)] = field;
-            order_len += 1;
+            let field = record_key(&mut order, &key, slot, path)?;
             match field {
                 VideoField::Id => {
                     let problem = "must be a string of 24 hex digits";
@@ -606,7 +497,6 @@ impl<'de> Visitor<'de> for VideoVisitor<'_> {
             title: title.ok_or_else(|| missing("title"))?,
             sources: sources.ok_or_else(|| missing("sources"))?,
             order,
-            order_len,
         })
     }
 }
@@ -679,21 +569,10 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
         let mut src = None;
         let mut size = None;
         let mut media_type = None;
-        let mut order = [SourceField::Src; 3];
-        let mut order_len = 0;
+        let mut order = KeyOrder::new(SourceField::Src);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let path = FieldPath::SourceField(root, index, &key);
-            let field = match key.as_ref() {
-                "src" => SourceField::Src,
-                "size" => SourceField::Size,
-                "type" => SourceField::Type,
-                _ => return Err(slot.fail(path, "is not allowed")),
-            };
-            if order[..order_len].contains(&field) {
-                return Err(slot.fail(path, "appears twice"));
-            }
-            order[order_len] = field;
-            order_len += 1;
+            let field = record_key(&mut order, &key, slot, path)?;
             match field {
                 SourceField::Size => size = Some(map.next_value_seed(IntegerSeed { slot, path })?),
                 SourceField::Src | SourceField::Type => {
@@ -725,11 +604,11 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::token::{default_cdns, Cdn, RequestSigner};
 
-    const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny",
+    /// The token request the contract's examples send, shared with the rendering tests.
+    pub(in crate::video) const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny",
  "sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},
             {"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
 
@@ -737,28 +616,6 @@ mod tests {
         parse_token_request(body.as_bytes())
             .expect_err(body)
             .to_string()
-    }
-
-    fn rendered(video: &VideoPayload<'_>, cdn: Option<&Cdn>) -> serde_json::Value {
-        let mut out = Vec::new();
-        let signer = cdn.map(|cdn| RequestSigner::new(cdn, 1_700_000_000, None));
-        video.write_json(&mut out, signer.as_ref());
-        serde_json::from_slice(&out).expect("rendering is valid JSON")
-    }
-
-    #[test]
-    fn escaped_strings_render_back_escaped_and_plain_ones_verbatim() {
-        let body = r#"{"video":{"videoId":"a\"b","title":"caf\u00e9 \\ \n tab\t",
-            "sources":[{"src":"/x\/y z.mp4","size":1,"type":"video/mp4"}]}}"#;
-        let video = parse_token_request(body.as_bytes()).expect("valid");
-        let json = rendered(&video, None);
-        assert_eq!(json["videoId"], "a\"b");
-        assert_eq!(json["title"], "café \\ \n tab\t");
-        assert_eq!(json["sources"][0]["src"], "/x/y z.mp4");
-        assert_eq!(json["sources"][0]["type"], "video/mp4");
-        let signed = rendered(&video, Some(&default_cdns()[0]));
-        let url = signed["sources"][0]["src"].as_str().expect("string");
-        assert!(url.contains("/x/y z.mp4?token="), "{url}");
     }
 
     #[test]
@@ -769,33 +626,6 @@ mod tests {
         assert_eq!(video.sources[1].size, 720);
         assert!(matches!(video.title, Cow::Borrowed(_)));
         assert!(matches!(video.sources[0].src, Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn signed_rendering_rewrites_only_src() {
-        let video = parse_token_request(CONTRACT_BODY.as_bytes()).expect("valid");
-        let cdn = &default_cdns()[0];
-        let value = rendered(&video, Some(cdn));
-        assert_eq!(value["_id"], "6213a7299fa2604f1b188ee0");
-        assert_eq!(value["title"], "Big Buck Bunny");
-        assert_eq!(
-            value["sources"][0]["src"],
-            "https://d2usdis6r1u782.cloudfront.net/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4?token=c6346e68c6808c506faa8851ca0f6aef"
-        );
-        assert_eq!(value["sources"][1]["size"], 720);
-        assert_eq!(value["sources"][1]["type"], "video/mp4");
-    }
-
-    #[test]
-    fn unsigned_rendering_round_trips_and_keeps_key_order() {
-        let body = r#"{"video":{"sources":[{"type":"t","size":1,"src":"/a\"b"}],"title":"T","videoId":"v"}}"#;
-        let video = parse_token_request(body.as_bytes()).expect("valid");
-        let mut out = Vec::new();
-        video.write_json(&mut out, None);
-        assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
-            r#"{"sources":[{"type":"t","size":1,"src":"/a\"b"}],"title":"T","videoId":"v"}"#
-        );
     }
 
     #[test]
@@ -1009,14 +839,5 @@ mod tests {
         let error = parse_catalog(br#"[{"videoId":"1","title":"a","sources":[]},{"videoId":"2"}]"#)
             .expect_err("missing title");
         assert_eq!(error.to_string(), "catalog[1].title is required");
-    }
-
-    #[test]
-    fn stored_documents_round_trip() {
-        let video = parse_token_request(CONTRACT_BODY.as_bytes()).expect("valid");
-        let mut stored = Vec::new();
-        video.write_json(&mut stored, None);
-        let reparsed = parse_stored_video(&stored).expect("stored form parses");
-        assert_eq!(reparsed, video);
     }
 }

@@ -5,8 +5,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::Server;
+use common::{poll_until, Server};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_video-server"))
@@ -260,14 +261,10 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
     );
 
     // The writer checks for changes about once a second.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while server.get("/video/tears").status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the imported video never appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let appeared = poll_until(Duration::from_secs(10), || {
+        (server.get("/video/tears").status == 200).then_some(())
+    });
+    assert!(appeared.is_some(), "the imported video never appeared");
     assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
     // That GET of /video/tears was a view too; the count of 12345 carried over the reload,
     // and views recorded after it still count.

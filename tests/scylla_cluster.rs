@@ -12,14 +12,16 @@
 //! Each test uses a keyspace of its own (`video_server_test_<random>`), left behind for
 //! inspection; a throwaway node (`scripts/scylla-up.sh down`) takes them with it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::store::{drain_outbox, seed_views};
 use video_server::metrics::Metrics;
 use video_server::store::scylla::{Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore};
 use video_server::store::{Outbox, ResilientStore, RetryPolicy, ViewStore};
-use video_server::video::{parse_catalog, parse_stored_video, CatalogEntry, SEED_VIDEO_JSON};
-use video_server::views::ViewEvent;
+use video_server::video::{parse_catalog, SEED_VIDEO_JSON};
 
 const NEEDS_CLUSTER: &str =
     "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored";
@@ -48,13 +50,8 @@ fn keyspace() -> String {
     format!("video_server_test_{:08x}", fastrand::u32(..))
 }
 
-fn views(count: usize) -> Vec<ViewEvent> {
-    let video = parse_stored_video(SEED_VIDEO_JSON.as_bytes()).expect("seed");
-    let entry = Arc::new(CatalogEntry::new(&video, 0));
-    (0..count)
-        .map(|_| ViewEvent::now(Arc::clone(&entry), "192.0.2.44".parse().expect("ip")))
-        .collect()
-}
+/// The client address of the views these tests write.
+const CLIENT_IP: &str = "192.0.2.44";
 
 /// A resilient store over the cluster, after waiting up to `connect_wait` for a session.
 fn resilient(
@@ -80,8 +77,12 @@ fn views_are_written_and_counted() {
     let keyspace = keyspace();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    store.write_views(&views(120)).expect("write");
-    store.write_views(&views(30)).expect("write");
+    store
+        .write_views(&seed_views(120, CLIENT_IP))
+        .expect("write");
+    store
+        .write_views(&seed_views(30, CLIENT_IP))
+        .expect("write");
     assert_eq!(store.outbox_depth(), 0, "the cluster refused the writes");
     let mut catalog = ScyllaCatalogStore::new(config(&keyspace)).expect("catalog store");
     assert_eq!(catalog.view_count("12345").expect("count"), 150);
@@ -97,15 +98,13 @@ fn spilled_views_are_replayed_exactly_once() {
     unreachable.connect_timeout = Duration::from_millis(500);
     {
         let mut store = resilient(unreachable, dir.path(), Duration::ZERO);
-        store.write_views(&views(40)).expect("spilled");
+        store
+            .write_views(&seed_views(40, CLIENT_IP))
+            .expect("spilled");
         assert_eq!(store.outbox_depth(), 40);
     }
     let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store.outbox_depth() > 0 && std::time::Instant::now() < deadline {
-        store.maintain();
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    drain_outbox(&mut store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog = ScyllaCatalogStore::new(config(&keyspace)).expect("catalog store");
     assert_eq!(catalog.view_count("12345").expect("count"), 40);

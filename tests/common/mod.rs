@@ -3,9 +3,16 @@
 //!
 //! The server is started with `--listen 127.0.0.1:0`; the harness reads the port from its
 //! "listening" log line, so no port is guessed and nothing sleeps waiting for readiness.
+//! Every other wait (for a log line, a count, a metric, a process to exit, nginx to
+//! listen) goes through one loop, [`poll_until`] (or [`poll_value`] when the last reading
+//! is wanted too), with a bound of its own.
+//!
+//! Submodules: [`nginx`] runs a real nginx for a test; [`store`] serves the tests that drive
+//! the view stores without a server.
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod store;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -181,14 +188,10 @@ impl Server {
 
     /// Waits until the log has `needle` at least `count` times; false after 10 s.
     pub fn wait_for_log(&self, needle: &str, count: usize) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().matches(needle).count() >= count {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        poll_until(Duration::from_secs(10), || {
+            (self.log().matches(needle).count() >= count).then_some(())
+        })
+        .is_some()
     }
 
     pub fn connect(&self) -> Client {
@@ -232,16 +235,14 @@ impl Server {
             .unwrap_or(0.0)
     }
 
-    /// Polls `GET /video/:id/views` until it reaches `expected` or 10 s pass.
+    /// Polls `GET /video/:id/views` until it reaches `expected` or 10 s pass; the last
+    /// count read.
     pub fn wait_for_views(&self, video_id: &str, expected: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let views = self.views(video_id);
-            if views >= expected || Instant::now() > deadline {
-                return views;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_value(
+            Duration::from_secs(10),
+            || self.views(video_id),
+            |&views| views >= expected,
+        )
     }
 
     pub fn views(&self, video_id: &str) -> u64 {
@@ -309,18 +310,50 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
+/// Waits for `child` to exit; kills it and panics after `timeout`.
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    poll_until(timeout, || child.try_wait().expect("try_wait")).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("process did not exit within {timeout:?}");
+    })
+}
+
+/// How long `poll_until` sleeps between two probes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The one polling loop of the tests: calls `probe` every [`POLL_INTERVAL`] until it
+/// returns `Some`, and gives that value; `None` once `timeout` has passed. The probe runs
+/// at least once, and once more at the deadline, so a slow machine's last chance counts.
+pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
+        if let Some(value) = probe() {
+            return Some(value);
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL_INTERVAL.min(deadline - now));
     }
+}
+
+/// [`poll_until`] for a reading that is wanted either way: reads until `done` accepts
+/// the value or `timeout` passes, and gives the last value read (for the assertion that
+/// follows to show).
+pub fn poll_value<T>(
+    timeout: Duration,
+    mut read: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> T {
+    let mut last = None;
+    poll_until(timeout, || {
+        let value = read();
+        let finished = done(&value);
+        last = Some(value);
+        finished.then_some(())
+    });
+    last.expect("poll_until probes at least once")
 }
 
 /// A parsed HTTP response.

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::nginx::{Nginx, NginxSite};
-use common::{external_tool, Server};
+use common::{external_tool, Server, DEFAULT_CDN_VECTORS, SEED_SRC_1080};
 
 const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const OTHER_LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -444,8 +444,6 @@ fn openssl_verifies_cloudfront_signatures_canned_custom_and_ip_bound() {
 
 // ---- who may sign ---------------------------------------------------------------------
 
-const CONTRACT_SOURCE_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
-
 #[test]
 fn api_keys_guard_the_token_route_only() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -513,7 +511,7 @@ fn the_catalog_policy_signs_only_catalog_sources() {
     let stranger = token_body(
         "12345",
         &[
-            (CONTRACT_SOURCE_1080, "video/mp4"),
+            (SEED_SRC_1080, "video/mp4"),
             ("/secret/premium.mp4", "video/mp4"),
         ],
     );
@@ -523,7 +521,7 @@ fn the_catalog_policy_signs_only_catalog_sources() {
         refused.error(),
         "video.sources[1].src \"/secret/premium.mp4\" is not a source of video \"12345\" in the catalog"
     );
-    let unknown = server.post_token(&token_body("999", &[(CONTRACT_SOURCE_1080, "video/mp4")]));
+    let unknown = server.post_token(&token_body("999", &[(SEED_SRC_1080, "video/mp4")]));
     assert_eq!(unknown.status, 403);
     assert!(
         unknown
@@ -566,9 +564,9 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
     };
     // The contract's vectors for keys 0000 and 1111.
     let with_0000 =
-        format!("http://www.cdn.com{CONTRACT_SOURCE_1080}?token=a3b44a7c71a89adfb06cc383f8e00243");
+        format!("http://www.cdn.com{SEED_SRC_1080}?token=a3b44a7c71a89adfb06cc383f8e00243");
     let with_1111 =
-        format!("http://www.cdn.com{CONTRACT_SOURCE_1080}?token=8aa62616c28f90dbddebb2a4eb498975");
+        format!("http://www.cdn.com{SEED_SRC_1080}?token=8aa62616c28f90dbddebb2a4eb498975");
     assert_eq!(token_with("first-key-0000000"), with_0000);
 
     std::fs::write(&cdns, cdn_with_key("1111")).expect("rewrite cdns");
@@ -625,9 +623,10 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
 #[test]
 fn the_sign_command_prints_urls_and_names_what_is_missing() {
     // Without --cdns: the contract's CDNs and their vector.
+    let (address, token, _) = DEFAULT_CDN_VECTORS[0];
     assert_eq!(
-        signed_by_cli(&["--cdn", "AWS CDN 1", CONTRACT_SOURCE_1080]),
-        format!("https://d2usdis6r1u782.cloudfront.net{CONTRACT_SOURCE_1080}?token=c6346e68c6808c506faa8851ca0f6aef")
+        signed_by_cli(&["--cdn", "AWS CDN 1", SEED_SRC_1080]),
+        format!("{address}{SEED_SRC_1080}?token={token}")
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let cdns = write_file(

@@ -22,9 +22,44 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
+/// The seed video, byte for byte as `GET /video/12345` must answer it (the contract's
+/// example document).
+pub const SEED_VIDEO: &str = include_str!("../fixtures/seed-video.json");
+const _: () = assert!(
+    SEED_VIDEO.as_bytes()[SEED_VIDEO.len() - 1] == b'}',
+    "fixtures/seed-video.json must end with its closing brace: no trailing newline"
+);
 
-pub const SEED_VIDEO: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
+/// The contract's example token request: the seed video, wrapped in `{"video": …}`.
+pub const CONTRACT_BODY: &str = concat!(
+    r#"{"video":"#,
+    include_str!("../fixtures/seed-video.json"),
+    "}"
+);
+
+/// The seed video's sources, as its document names them.
+pub const SEED_SRC_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
+pub const SEED_SRC_720: &str = "/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4";
+
+/// The contract's vectors for the seed video on the default CDNs ("AWS CDN 1" to 3), in
+/// round-robin order: (address, 1080p token, 720p token).
+pub const DEFAULT_CDN_VECTORS: [(&str, &str, &str); 3] = [
+    (
+        "https://d2usdis6r1u782.cloudfront.net",
+        "c6346e68c6808c506faa8851ca0f6aef",
+        "32f18240383a86ea77cd060475ab3c0d",
+    ),
+    (
+        "https://d2oukvvww2uoq.cloudfront.net",
+        "39ccd96eb02069a97a9cca39980e4c12",
+        "cd358d0e3ae68b6268004dfb2e161c11",
+    ),
+    (
+        "https://dbke9ww44or29.cloudfront.net",
+        "5b52cf86a609afedc6b6a4a110f22325",
+        "885c1e6f3d0e6cb191d3b73e8cc7f01a",
+    ),
+];
 
 /// A running `video-server` process.
 pub struct Server {

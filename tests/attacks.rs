@@ -77,14 +77,7 @@ fn request_buffers_share_a_budget_and_the_request_over_it_gets_503() {
         r#"{{"video":{{"videoId":"v","title":"{}","sources":[]}}}}"#,
         "x".repeat(200_000)
     );
-    let mut client = server.connect();
-    client.send_request(
-        "POST",
-        "/video/token",
-        &[("Content-Type", "application/json")],
-        Some(&body),
-    );
-    let refused = client.read_response();
+    let refused = server.post_token(&body);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.error().contains("busy"), "{}", refused.text());
@@ -188,11 +181,7 @@ fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
     // Until the server has taken all four, a newcomer still gets in (and is let go).
     let refused = poll_value(
         Duration::from_secs(5),
-        || {
-            let mut newcomer = server.connect();
-            newcomer.send_request("GET", "/video/12345", &[("Connection", "close")], None);
-            newcomer.read_response()
-        },
+        || server.get_with("/video/12345", &[("Connection", "close")]),
         |response| response.status != 200,
     );
     assert_eq!(refused.status, 503, "{}", refused.text());
@@ -228,14 +217,7 @@ fn a_rate_limited_client_gets_429_with_retry_after_and_others_are_unaffected() {
         15,
         "{statuses:?}"
     );
-    let mut client = server.connect();
-    client.send_request(
-        "GET",
-        "/video/12345",
-        &[("X-Forwarded-For", "203.0.113.7")],
-        None,
-    );
-    let refused = client.read_response();
+    let refused = server.get_with("/video/12345", &[("X-Forwarded-For", "203.0.113.7")]);
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(

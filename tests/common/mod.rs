@@ -17,7 +17,7 @@ pub mod store;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ impl Server {
         limit: Option<(libc::__rlimit_resource_t, u64)>,
     ) -> Server {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_video-server"));
+        let mut command = video_server();
         command
             .args(["--listen", "127.0.0.1:0", "--no-pin", "--workers", "2"])
             .arg("--data-dir")
@@ -235,8 +235,19 @@ impl Server {
 
     /// One request on a fresh connection.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// One request with these headers on a fresh connection.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> HttpResponse {
         let mut client = self.connect();
-        client.send_request(method, path, &[], body);
+        client.send_request(method, path, headers, body);
         client.read_response()
     }
 
@@ -244,17 +255,20 @@ impl Server {
         self.request("GET", path, None)
     }
 
+    /// `GET` with these headers on a fresh connection.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request_with("GET", path, headers, None)
+    }
+
     pub fn post_token(&self, body: &str) -> HttpResponse {
         self.post_token_with(body, &[])
     }
 
-    /// `POST /video/token` with extra headers.
+    /// `POST /video/token` (JSON) with extra headers.
     pub fn post_token_with(&self, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        let mut client = self.connect();
         let mut all = vec![("Content-Type", "application/json")];
         all.extend_from_slice(headers);
-        client.send_request("POST", "/video/token", &all, Some(body));
-        client.read_response()
+        self.request_with("POST", "/video/token", &all, Some(body))
     }
 
     /// A metric's value from `/metrics` (0 when absent).
@@ -334,6 +348,43 @@ pub fn external_tool(name: &str) -> Option<PathBuf> {
         eprintln!("\n*** SKIPPED: {message} ***\n");
     }
     found
+}
+
+/// The `video-server` binary under test, as a command to add arguments to.
+pub fn video_server() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_video-server"))
+}
+
+/// Runs `video-server ARGS` to completion, with these extra environment variables.
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    video_server()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run video-server")
+}
+
+/// The path of a file under `tests/fixtures/` (see its README), for an option that takes
+/// a file.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    assert!(Path::new(&path).is_file(), "no fixture {path}");
+    path
+}
+
+/// Writes a file for a test (a catalog, a CDN file, API keys) into `dir`; its path.
+pub fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write a test file");
+    path
+}
+
+/// Writes (or rewrites) `dir/cdns.json`, a `--cdns` file listing these CDN objects in
+/// round-robin order; its path. For CDN files built at run time (an nginx's port, a key
+/// that rotates); static ones are fixtures.
+pub fn write_cdns(dir: &Path, cdns: &[serde_json::Value]) -> PathBuf {
+    let json = serde_json::to_string_pretty(cdns).expect("CDN JSON");
+    write_file(dir, "cdns.json", json)
 }
 
 pub fn signal(pid: u32, name: &str) {

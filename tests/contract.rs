@@ -93,15 +93,8 @@ fn round_robin_spreads_exactly_over_concurrent_clients() {
 
 #[test]
 fn configured_cdns_with_md5_and_sha256() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = dir.path().join("cdns.json");
-    std::fs::write(
-        &cdns,
-        r#"[{"name":"legacy","address":"http://www.cdn.com","key":"U5e0IskwtIfA"},
-            {"name":"modern","address":"http://www.cdn.com","key":"U5e0IskwtIfA","scheme":"sha256"}]"#,
-    )
-    .expect("write cdn file");
-    let server = Server::start(&["--cdns", cdns.to_str().expect("utf-8 path")]);
+    // The contract's example key, U5e0IskwtIfA, on http://www.cdn.com: md5 then sha256.
+    let server = Server::start(&["--cdns", &common::fixture("cdns-md5-sha256.json")]);
     let body = r#"{"video":{"videoId":"1","title":"t","sources":[{"src":"/big_buck_bunny.mp4","size":1,"type":"video/mp4"}]}}"#;
     let md5 = server.post_token(body).json();
     assert_eq!(
@@ -216,14 +209,12 @@ fn every_validation_rule_is_a_400_naming_the_field() {
 #[test]
 fn non_json_content_type_is_415() {
     let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.send_request(
+    let response = server.request_with(
         "POST",
         "/video/token",
         &[("Content-Type", "application/x-www-form-urlencoded")],
         Some(CONTRACT_BODY),
     );
-    let response = client.read_response();
     assert_eq!(response.status, 415);
     assert!(response.error().contains("application/json"));
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{fixture, poll_until, run, video_server, write_file, Server};
+use common::{assert_fails_saying, fixture, poll_until, run, video_server, write_file, Server};
 
 /// `video-server import CATALOG --data-dir DATA`.
 fn import(catalog: &Path, data: &Path) -> Output {
@@ -102,9 +102,7 @@ fn invalid_options_fail_fast_with_a_message() {
     ];
     for (args, expected) in cases {
         let output = run(args, &[]);
-        assert!(!output.status.success(), "{args:?} was accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&output, &format!("{args:?}"), expected);
     }
 }
 
@@ -136,9 +134,7 @@ fn start_up_errors_name_the_problem() {
         let mut full = vec!["--listen", "127.0.0.1:0", "--data-dir", data];
         full.extend(args.iter().copied());
         let output = run(&full, &[]);
-        assert!(!output.status.success(), "{args:?} started");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&output, &format!("{args:?}"), expected);
     }
 }
 
@@ -156,9 +152,11 @@ fn a_taken_port_is_an_error_not_a_shared_listener() {
         ],
         &[],
     );
-    assert!(!output.status.success(), "a second server bound {address}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert_fails_saying(
+        &output,
+        &format!("a second server on {address}"),
+        "cannot listen on",
+    );
 }
 
 #[test]
@@ -209,8 +207,11 @@ fn import_subcommand_loads_videos_into_the_embedded_store() {
 
     let catalog = write_file(dir.path(), "catalog.json", r#"[{"videoId":"x"}]"#);
     let output = import(&catalog, &data);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("catalog[0].title is required"));
+    assert_fails_saying(
+        &output,
+        "importing a video without a title",
+        "catalog[0].title is required",
+    );
 }
 
 #[test]

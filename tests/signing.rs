@@ -17,7 +17,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::nginx::{Nginx, NginxSite};
 use common::{
-    external_tool, fixture, run, write_cdns, write_file, Server, DEFAULT_CDN_VECTORS, SEED_SRC_1080,
+    assert_fails_saying, external_tool, fixture, run, write_cdns, write_file, Server,
+    DEFAULT_CDN_VECTORS, SEED_SRC_1080,
 };
 use serde_json::json;
 
@@ -652,10 +653,7 @@ fn the_sign_command_prints_urls_and_names_what_is_missing() {
             "cannot read CDN file",
         ),
     ] {
-        let output = sign(&args);
-        assert!(!output.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&sign(&args), &format!("sign {args:?}"), expected);
     }
 }
 

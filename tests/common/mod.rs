@@ -7,6 +7,12 @@
 //! listen) goes through one loop, [`poll_until`] (or [`poll_value`] when the last reading
 //! is wanted too), with a bound of its own.
 //!
+//! Also here: the seed video and the contract's token request (`SEED_VIDEO`,
+//! `CONTRACT_BODY`, read from `tests/fixtures/seed-video.json`) with its sources and CDN
+//! vectors; running the binary for a subcommand or a refused start (`run`,
+//! `assert_fails_saying`); the files a test hands the server (`fixture` for the static
+//! ones under `tests/fixtures/`, `write_file` and `write_cdns` for those made at run time).
+//!
 //! Submodules: [`nginx`] runs a real nginx for a test; [`store`] serves the tests that drive
 //! the view stores without a server.
 #![allow(dead_code)]
@@ -362,6 +368,14 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .envs(envs.iter().copied())
         .output()
         .expect("run video-server")
+}
+
+/// Asserts that a run of `video-server` failed and said `expected` on stderr; `what`
+/// names the run (its arguments) in the failure messages.
+pub fn assert_fails_saying(output: &Output, what: &str, expected: &str) {
+    assert!(!output.status.success(), "{what} succeeded; it should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(expected), "{what}: {stderr}");
 }
 
 /// The path of a file under `tests/fixtures/` (see its README), for an option that takes

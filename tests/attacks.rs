@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, CONTRACT_BODY};
+use common::{poll_until, poll_value, Server, CONTRACT_BODY};
 
 /// Raises this process's descriptor limit to its hard limit (for tests that open thousands
 /// of connections), the way the server raises its own; the new soft limit.
@@ -38,11 +38,12 @@ fn declared_lengths_cost_no_memory_until_bodies_arrive() {
         stream.write_all(head.as_bytes()).expect("send head");
         connections.push(stream);
     }
-    // Let the server read every head.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric("http_connections_open") < 2_000.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Let the server read every head: wait (up to 10 s) until it has all 2,000 open, then
+    // give it half a second more to read them. That pause is not a readiness wait: it is
+    // the time the allocations this test guards against would take, which no metric shows.
+    poll_until(Duration::from_secs(10), || {
+        (server.metric("http_connections_open") >= 2_000.0).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(500));
     let peak = server.memory_kib("VmHWM");
     eprintln!(
@@ -76,14 +77,7 @@ fn request_buffers_share_a_budget_and_the_request_over_it_gets_503() {
         r#"{{"video":{{"videoId":"v","title":"{}","sources":[]}}}}"#,
         "x".repeat(200_000)
     );
-    let mut client = server.connect();
-    client.send_request(
-        "POST",
-        "/video/token",
-        &[("Content-Type", "application/json")],
-        Some(&body),
-    );
-    let refused = client.read_response();
+    let refused = server.post_token(&body);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.error().contains("busy"), "{}", refused.text());
@@ -185,15 +179,11 @@ fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
         })
         .collect();
     // Until the server has taken all four, a newcomer still gets in (and is let go).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let refused = loop {
-        let mut newcomer = server.connect();
-        newcomer.send_request("GET", "/video/12345", &[("Connection", "close")], None);
-        let response = newcomer.read_response();
-        if response.status != 200 || Instant::now() > deadline {
-            break response;
-        }
-    };
+    let refused = poll_value(
+        Duration::from_secs(5),
+        || server.get_with("/video/12345", &[("Connection", "close")]),
+        |response| response.status != 200,
+    );
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(
@@ -227,14 +217,7 @@ fn a_rate_limited_client_gets_429_with_retry_after_and_others_are_unaffected() {
         15,
         "{statuses:?}"
     );
-    let mut client = server.connect();
-    client.send_request(
-        "GET",
-        "/video/12345",
-        &[("X-Forwarded-For", "203.0.113.7")],
-        None,
-    );
-    let refused = client.read_response();
+    let refused = server.get_with("/video/12345", &[("X-Forwarded-For", "203.0.113.7")]);
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(

@@ -8,12 +8,6 @@ mod common;
 use common::nginx::{Nginx, NginxSite};
 use common::{external_tool, Server, CONTRACT_BODY};
 
-fn get_with(server: &Server, path: &str, headers: &[(&str, &str)]) -> common::HttpResponse {
-    let mut client = server.connect();
-    client.send_request("GET", path, headers, None);
-    client.read_response()
-}
-
 #[test]
 fn every_route_says_how_caches_may_keep_it() {
     let server = Server::start(&[]);
@@ -70,7 +64,7 @@ fn a_revalidated_play_is_a_304_and_still_counts_as_a_view() {
     let weak = format!("W/{etag}");
     let listed = format!("\"other\", {etag}");
     for matching in [etag.as_str(), &weak, &listed, "*"] {
-        let revalidated = get_with(&server, "/video/12345", &[("If-None-Match", matching)]);
+        let revalidated = server.get_with("/video/12345", &[("If-None-Match", matching)]);
         assert_eq!(revalidated.status, 304, "{matching}");
         assert!(revalidated.body.is_empty());
         assert_eq!(revalidated.header("content-length"), None);
@@ -80,7 +74,7 @@ fn a_revalidated_play_is_a_304_and_still_counts_as_a_view() {
             Some("private, no-cache")
         );
     }
-    let changed = get_with(&server, "/video/12345", &[("If-None-Match", "\"stale\"")]);
+    let changed = server.get_with("/video/12345", &[("If-None-Match", "\"stale\"")]);
     assert_eq!(changed.status, 200);
     assert_eq!(changed.text(), common::SEED_VIDEO);
 
@@ -96,20 +90,12 @@ fn counts_revalidate_until_a_view_changes_them() {
     let server = Server::start(&[]);
     let count = server.get("/video/12345/views");
     assert_eq!(count.header("etag"), Some("\"v0\""));
-    let same = get_with(
-        &server,
-        "/video/12345/views",
-        &[("If-None-Match", "\"v0\"")],
-    );
+    let same = server.get_with("/video/12345/views", &[("If-None-Match", "\"v0\"")]);
     assert_eq!(same.status, 304);
     assert!(same.body.is_empty());
     server.get("/video/12345");
     server.wait_for_views("12345", 1);
-    let moved = get_with(
-        &server,
-        "/video/12345/views",
-        &[("If-None-Match", "\"v0\"")],
-    );
+    let moved = server.get_with("/video/12345/views", &[("If-None-Match", "\"v0\"")]);
     assert_eq!(moved.status, 200);
     assert_eq!(moved.header("etag"), Some("\"v1\""));
     assert_eq!(moved.json()["views"], 1);
@@ -121,21 +107,13 @@ fn listed_cors_origins_get_their_own_name_and_vary() {
         "--cors-origins",
         "https://app.example.com,http://localhost:8080",
     ]);
-    let allowed = get_with(
-        &server,
-        "/video/12345",
-        &[("Origin", "https://app.example.com")],
-    );
+    let allowed = server.get_with("/video/12345", &[("Origin", "https://app.example.com")]);
     assert_eq!(
         allowed.header("access-control-allow-origin"),
         Some("https://app.example.com")
     );
     assert_eq!(allowed.header("vary"), Some("Origin"));
-    let other = get_with(
-        &server,
-        "/video/12345",
-        &[("Origin", "https://evil.example")],
-    );
+    let other = server.get_with("/video/12345", &[("Origin", "https://evil.example")]);
     assert_eq!(other.status, 200);
     assert_eq!(other.header("access-control-allow-origin"), None);
     assert_eq!(other.header("vary"), Some("Origin"));
@@ -163,7 +141,7 @@ fn listed_cors_origins_get_their_own_name_and_vary() {
 
     // The default is the contract's: any origin, no Vary.
     let open = Server::start(&[]);
-    let any = get_with(&open, "/video/12345", &[("Origin", "https://evil.example")]);
+    let any = open.get_with("/video/12345", &[("Origin", "https://evil.example")]);
     assert_eq!(any.header("access-control-allow-origin"), Some("*"));
     assert_eq!(any.header("vary"), None);
 }

@@ -4,17 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+use std::time::Duration;
 
-use common::Server;
-
-fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_video-server"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run video-server")
-}
+use common::{assert_fails_saying, fixture, poll_until, run, video_server, write_file, Server};
 
 /// `video-server import CATALOG --data-dir DATA`.
 fn import(catalog: &Path, data: &Path) -> Output {
@@ -109,21 +102,18 @@ fn invalid_options_fail_fast_with_a_message() {
     ];
     for (args, expected) in cases {
         let output = run(args, &[]);
-        assert!(!output.status.success(), "{args:?} was accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&output, &format!("{args:?}"), expected);
     }
 }
 
 #[test]
 fn start_up_errors_name_the_problem() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let catalog = dir.path().join("catalog.json");
-    std::fs::write(
-        &catalog,
+    let catalog = write_file(
+        dir.path(),
+        "catalog.json",
         r#"[{"videoId":"1","title":"t","sources":[{"src":"/a","size":"big","type":"v"}]}]"#,
-    )
-    .expect("write catalog");
+    );
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
     let cases = [
@@ -144,9 +134,7 @@ fn start_up_errors_name_the_problem() {
         let mut full = vec!["--listen", "127.0.0.1:0", "--data-dir", data];
         full.extend(args.iter().copied());
         let output = run(&full, &[]);
-        assert!(!output.status.success(), "{args:?} started");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&output, &format!("{args:?}"), expected);
     }
 }
 
@@ -164,21 +152,16 @@ fn a_taken_port_is_an_error_not_a_shared_listener() {
         ],
         &[],
     );
-    assert!(!output.status.success(), "a second server bound {address}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert_fails_saying(
+        &output,
+        &format!("a second server on {address}"),
+        "cannot listen on",
+    );
 }
 
 #[test]
 fn catalog_import_serves_new_videos_and_keeps_the_seed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let catalog = dir.path().join("catalog.json");
-    std::fs::write(
-        &catalog,
-        r#"[{"videoId":"sintel","title":"Sintel","sources":[{"src":"/sintel.mp4","size":1080,"type":"video/mp4"}]}]"#,
-    )
-    .expect("write catalog");
-    let server = Server::start(&["--catalog", catalog.to_str().expect("utf-8")]);
+    let server = Server::start(&["--catalog", &fixture("catalog-sintel.json")]);
     let response = server.get("/video/sintel");
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["title"], "Sintel");
@@ -188,7 +171,7 @@ fn catalog_import_serves_new_videos_and_keeps_the_seed() {
 #[test]
 fn environment_variables_configure_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+    let mut child = video_server()
         .env("VIDEO_SERVER_LISTEN", "127.0.0.1:0")
         .env("VIDEO_SERVER_DATA_DIR", dir.path())
         .env("VIDEO_SERVER_MAX_BODY_BYTES", "4242")
@@ -212,26 +195,23 @@ fn environment_variables_configure_the_server() {
 #[test]
 fn import_subcommand_loads_videos_into_the_embedded_store() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let catalog = dir.path().join("catalog.json");
-    std::fs::write(
-        &catalog,
-        r#"[{"videoId":"tears","title":"Tears of Steel","sources":[]}]"#,
-    )
-    .expect("write catalog");
     let data = dir.path().join("data");
-    let output = import(&catalog, &data);
+    let output = import(Path::new(&fixture("catalog-sintel.json")), &data);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let server = Server::start_in(&data, &[]);
-    assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
+    assert_eq!(server.get("/video/sintel").json()["title"], "Sintel");
 
-    std::fs::write(&catalog, r#"[{"videoId":"x"}]"#).expect("write catalog");
+    let catalog = write_file(dir.path(), "catalog.json", r#"[{"videoId":"x"}]"#);
     let output = import(&catalog, &data);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("catalog[0].title is required"));
+    assert_fails_saying(
+        &output,
+        "importing a video without a title",
+        "catalog[0].title is required",
+    );
 }
 
 #[test]
@@ -245,13 +225,12 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
     assert_eq!(server.wait_for_views("12345", 3), 3);
     assert_eq!(server.get("/video/tears").status, 404);
 
-    let catalog = dir.path().join("catalog.json");
-    std::fs::write(
-        &catalog,
+    let catalog = write_file(
+        dir.path(),
+        "catalog.json",
         r#"[{"videoId":"tears","title":"Tears of Steel","sources":[]},
             {"videoId":"12345","title":"Renamed","sources":[]}]"#,
-    )
-    .expect("write catalog");
+    );
     let output = import(&catalog, &data);
     assert!(
         output.status.success(),
@@ -260,14 +239,10 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
     );
 
     // The writer checks for changes about once a second.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while server.get("/video/tears").status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the imported video never appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let appeared = poll_until(Duration::from_secs(10), || {
+        (server.get("/video/tears").status == 200).then_some(())
+    });
+    assert!(appeared.is_some(), "the imported video never appeared");
     assert_eq!(server.get("/video/tears").json()["title"], "Tears of Steel");
     // That GET of /video/tears was a view too; the count of 12345 carried over the reload,
     // and views recorded after it still count.

@@ -2,29 +2,7 @@
 
 mod common;
 
-use common::{Server, CONTRACT_BODY, SEED_VIDEO};
-
-const SRC_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
-const SRC_720: &str = "/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4";
-
-/// (address, 1080p token, 720p token) for the default CDNs, in round-robin order.
-const DEFAULT_CDN_VECTORS: [(&str, &str, &str); 3] = [
-    (
-        "https://d2usdis6r1u782.cloudfront.net",
-        "c6346e68c6808c506faa8851ca0f6aef",
-        "32f18240383a86ea77cd060475ab3c0d",
-    ),
-    (
-        "https://d2oukvvww2uoq.cloudfront.net",
-        "39ccd96eb02069a97a9cca39980e4c12",
-        "cd358d0e3ae68b6268004dfb2e161c11",
-    ),
-    (
-        "https://dbke9ww44or29.cloudfront.net",
-        "5b52cf86a609afedc6b6a4a110f22325",
-        "885c1e6f3d0e6cb191d3b73e8cc7f01a",
-    ),
-];
+use common::{Server, CONTRACT_BODY, DEFAULT_CDN_VECTORS, SEED_SRC_1080, SEED_SRC_720, SEED_VIDEO};
 
 fn assert_cors(response: &common::HttpResponse) {
     assert_eq!(response.header("access-control-allow-origin"), Some("*"));
@@ -66,13 +44,13 @@ fn token_requests_follow_the_vectors_round_robin() {
         assert_eq!(video["title"], "Big Buck Bunny");
         assert_eq!(
             video["sources"][0]["src"],
-            format!("{address}{SRC_1080}?token={hd}")
+            format!("{address}{SEED_SRC_1080}?token={hd}")
         );
         assert_eq!(video["sources"][0]["size"], 1080);
         assert_eq!(video["sources"][0]["type"], "video/mp4");
         assert_eq!(
             video["sources"][1]["src"],
-            format!("{address}{SRC_720}?token={sd}")
+            format!("{address}{SEED_SRC_720}?token={sd}")
         );
         assert!(video.get("video").is_none(), "the video is not wrapped");
     }
@@ -96,7 +74,7 @@ fn round_robin_spreads_exactly_over_concurrent_clients() {
                             );
                             let video = client.read_response().json();
                             let src = video["sources"][0]["src"].as_str().expect("src").to_owned();
-                            src.split(SRC_1080).next().expect("address").to_owned()
+                            src.split(SEED_SRC_1080).next().expect("address").to_owned()
                         })
                         .collect::<Vec<_>>()
                 })
@@ -115,15 +93,8 @@ fn round_robin_spreads_exactly_over_concurrent_clients() {
 
 #[test]
 fn configured_cdns_with_md5_and_sha256() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = dir.path().join("cdns.json");
-    std::fs::write(
-        &cdns,
-        r#"[{"name":"legacy","address":"http://www.cdn.com","key":"U5e0IskwtIfA"},
-            {"name":"modern","address":"http://www.cdn.com","key":"U5e0IskwtIfA","scheme":"sha256"}]"#,
-    )
-    .expect("write cdn file");
-    let server = Server::start(&["--cdns", cdns.to_str().expect("utf-8 path")]);
+    // The contract's example key, U5e0IskwtIfA, on http://www.cdn.com: md5 then sha256.
+    let server = Server::start(&["--cdns", &common::fixture("cdns-md5-sha256.json")]);
     let body = r#"{"video":{"videoId":"1","title":"t","sources":[{"src":"/big_buck_bunny.mp4","size":1,"type":"video/mp4"}]}}"#;
     let md5 = server.post_token(body).json();
     assert_eq!(
@@ -238,14 +209,12 @@ fn every_validation_rule_is_a_400_naming_the_field() {
 #[test]
 fn non_json_content_type_is_415() {
     let server = Server::start(&[]);
-    let mut client = server.connect();
-    client.send_request(
+    let response = server.request_with(
         "POST",
         "/video/token",
         &[("Content-Type", "application/x-www-form-urlencoded")],
         Some(CONTRACT_BODY),
     );
-    let response = client.read_response();
     assert_eq!(response.status, 415);
     assert!(response.error().contains("application/json"));
 }

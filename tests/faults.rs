@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{fixture, run, Server};
 
 #[test]
 fn sigterm_with_a_full_disk_exits_within_the_timeout_and_says_what_was_lost() {
@@ -70,14 +70,8 @@ fn play(server: &Server, count: usize) {
 #[test]
 fn a_database_deleted_under_the_server_is_rebuilt_and_nothing_is_lost() {
     let data = tempfile::tempdir().expect("temp dir");
-    let catalog = data.path().join("extra.json");
-    std::fs::write(
-        &catalog,
-        r#"[{"videoId":"extra","title":"Imported","sources":[]}]"#,
-    )
-    .expect("write catalog");
     let store = data.path().join("store");
-    let mut server = Server::start_in(&store, &["--catalog", catalog.to_str().expect("UTF-8")]);
+    let mut server = Server::start_in(&store, &["--catalog", &fixture("catalog-sintel.json")]);
     play(&server, 5);
     assert_eq!(server.wait_for_views("12345", 5), 5);
     assert_eq!(server.get("/healthz").status, 200);
@@ -107,7 +101,7 @@ fn a_database_deleted_under_the_server_is_rebuilt_and_nothing_is_lost() {
     // re-seeded: the imported video is still there.
     let restarted = Server::start_in(&store, &[]);
     assert_eq!(restarted.views("12345"), 12);
-    assert_eq!(restarted.get("/video/extra").status, 200);
+    assert_eq!(restarted.get("/video/sintel").status, 200);
     assert_eq!(restarted.get("/healthz").status, 200);
 }
 
@@ -161,12 +155,15 @@ fn a_damaged_database_stops_the_start_and_is_left_untouched() {
     }
     std::fs::write(&path, &bytes).expect("damage database");
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_video-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run video-server");
+    let output = run(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().expect("UTF-8"),
+        ],
+        &[("RUST_BACKTRACE", "0")],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

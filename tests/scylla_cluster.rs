@@ -12,16 +12,17 @@
 //! Each test uses a keyspace of its own (`video_server_test_<random>`), left behind for
 //! inspection; a throwaway node (`scripts/scylla-up.sh down`) takes them with it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::store::{drain_outbox, seed_views};
 use video_server::metrics::Metrics;
 use video_server::store::scylla::{
     Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
 };
-use video_server::store::{
-    CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewRecord, ViewStore,
-};
+use video_server::store::{CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewStore};
 use video_server::video::{parse_catalog, SEED_VIDEO_JSON};
 
 const NEEDS_CLUSTER: &str =
@@ -51,14 +52,8 @@ fn keyspace() -> String {
     format!("video_server_test_{:08x}", fastrand::u32(..))
 }
 
-fn views(count: usize) -> Vec<ViewRecord<'static>> {
-    let view = ViewRecord {
-        video_id: "12345",
-        client_ip: "192.0.2.44".parse().expect("ip"),
-        timestamp_ms: video_server::store::epoch_millis(),
-    };
-    vec![view; count]
-}
+/// The client address of the views these tests write.
+const CLIENT_IP: &str = "192.0.2.44";
 
 /// A resilient store over the cluster, after waiting up to `connect_wait` for a session.
 fn resilient(
@@ -84,8 +79,12 @@ fn views_are_written_and_counted() {
     let keyspace = keyspace();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    store.write_views(&views(120)).expect("write");
-    store.write_views(&views(30)).expect("write");
+    store
+        .write_views(&seed_views(120, CLIENT_IP))
+        .expect("write");
+    store
+        .write_views(&seed_views(30, CLIENT_IP))
+        .expect("write");
     assert_eq!(store.outbox_depth(), 0, "the cluster refused the writes");
     let mut catalog =
         ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
@@ -102,15 +101,13 @@ fn spilled_views_are_replayed_exactly_once() {
     unreachable.connect_timeout = Duration::from_millis(500);
     {
         let mut store = resilient(unreachable, dir.path(), Duration::ZERO);
-        store.write_views(&views(40)).expect("spilled");
+        store
+            .write_views(&seed_views(40, CLIENT_IP))
+            .expect("spilled");
         assert_eq!(store.outbox_depth(), 40);
     }
     let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store.outbox_depth() > 0 && std::time::Instant::now() < deadline {
-        store.maintain();
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    drain_outbox(&mut store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog =
         ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));

@@ -6,10 +6,12 @@
 //! A dry node has no state and does not check CQL: the real-cluster suite
 //! (`tests/scylla_cluster.rs`, run when `SCYLLA_URI` is set) covers that.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use scylla_proxy::{
@@ -18,14 +20,17 @@ use scylla_proxy::{
 };
 use tokio::sync::mpsc;
 
+use common::poll_until;
+use common::store::{drain_outbox, seed_views};
 use video_server::metrics::Metrics;
 use video_server::store::scylla::schema::{insert_rollup_cql, insert_view_cql};
 use video_server::store::scylla::{
     schema_statements, Cluster, Replication, ScyllaConfig, ScyllaViewStore,
 };
-use video_server::store::{
-    Outbox, RemoteViewStore, ResilientStore, RetryPolicy, ViewRecord, ViewStore,
-};
+use video_server::store::{Outbox, RemoteViewStore, ResilientStore, RetryPolicy, ViewStore};
+
+/// The client address of the views these tests write (bound as `[203, 0, 113, 5]`).
+const CLIENT_IP: &str = "203.0.113.5";
 
 const VIEW_ID: &[u8] = b"prepared-insert-view";
 const ROLLUP_ID: &[u8] = b"prepared-insert-rollup";
@@ -223,6 +228,18 @@ impl FakeNode {
         }
     }
 
+    /// Answers view EXECUTEs with `failure` (the first `times` of them, or every one).
+    fn fail_view_writes(&mut self, failure: RequestReaction, times: Option<usize>) {
+        let rules = failing_rules(&self.feedback_tx, failure, times);
+        self.set_rules(rules);
+    }
+
+    /// Answers everything successfully again.
+    fn heal(&mut self) {
+        let rules = healthy_rules(&self.feedback_tx);
+        self.set_rules(rules);
+    }
+
     fn frames(&mut self) -> Vec<RequestFrame> {
         let mut frames = Vec::new();
         while let Ok((frame, _)) = self.feedback.try_recv() {
@@ -298,15 +315,6 @@ fn long_string(frame: &RequestFrame) -> String {
     String::from_utf8_lossy(&body[4..4 + len]).into_owned()
 }
 
-fn views(count: usize) -> Vec<ViewRecord<'static>> {
-    let view = ViewRecord {
-        video_id: "12345",
-        client_ip: "203.0.113.5".parse().expect("ip"),
-        timestamp_ms: video_server::store::epoch_millis(),
-    };
-    vec![view; count]
-}
-
 fn executes(frames: &[RequestFrame], id: &[u8]) -> Vec<Execute> {
     frames
         .iter()
@@ -373,7 +381,7 @@ fn a_flush_sends_schema_prepares_and_bound_rows() {
     store
         .wait_until_connected(Duration::from_secs(10))
         .expect("connect to the fake node");
-    let batch = views(5);
+    let batch = seed_views(5, CLIENT_IP);
     let flush = video_server::store::Flush {
         id: uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]),
         views: batch
@@ -455,41 +463,32 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
     let (mut store, metrics) = resilient(&node, dir.path());
 
     // 1. One write timeout: the retry succeeds, nothing is spilled.
-    let feedback = node.feedback_tx.clone();
-    node.set_rules(failing_rules(
-        &feedback,
-        RequestReaction::forge().write_timeout(),
-        Some(1),
-    ));
-    store.write_views(&views(4)).expect("write");
+    node.fail_view_writes(RequestReaction::forge().write_timeout(), Some(1));
+    store.write_views(&seed_views(4, CLIENT_IP)).expect("write");
     assert_eq!(metrics.store_retries.get(), 1);
     assert_eq!(store.outbox_depth(), 0);
     node.frames();
 
     // 2. Overloaded on every view write: the batch is spilled after its retries.
-    node.set_rules(failing_rules(
-        &feedback,
-        RequestReaction::forge().overloaded(),
-        None,
-    ));
-    store.write_views(&views(6)).expect("spilled");
+    node.fail_view_writes(RequestReaction::forge().overloaded(), None);
+    store
+        .write_views(&seed_views(6, CLIENT_IP))
+        .expect("spilled");
     assert_eq!(store.outbox_depth(), 6);
     assert_eq!(metrics.views_spilled.get(), 6);
     // While in backoff the next batch goes straight to the outbox.
-    store.write_views(&views(3)).expect("spilled");
+    store
+        .write_views(&seed_views(3, CLIENT_IP))
+        .expect("spilled");
     assert_eq!(store.outbox_depth(), 9);
 
     // 3. Unavailable replicas: still spilled, never lost.
-    node.set_rules(failing_rules(
-        &feedback,
-        RequestReaction::forge().unavailable(),
-        None,
-    ));
-    let deadline = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < deadline {
+    node.fail_view_writes(RequestReaction::forge().unavailable(), None);
+    // Replays go on for 300 ms (stopping early only if a view leaves the outbox).
+    poll_until(Duration::from_millis(300), || {
         store.maintain();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        (store.outbox_depth() != 9).then_some(())
+    });
     assert_eq!(
         store.outbox_depth(),
         9,
@@ -501,12 +500,8 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
         .collect();
 
     // 4. The cluster recovers: the outbox drains, each view written under its original id.
-    node.set_rules(healthy_rules(&feedback));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.outbox_depth() > 0 && Instant::now() < deadline {
-        store.maintain();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    node.heal();
+    drain_outbox(&mut store, Duration::from_secs(10));
     assert_eq!(store.outbox_depth(), 0);
     assert_eq!(metrics.views_replayed.get(), 9);
     let frames = node.frames();
@@ -534,13 +529,8 @@ fn a_permanent_error_keeps_the_batch_in_the_outbox() {
     let mut node = FakeNode::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut store, metrics) = resilient(&node, dir.path());
-    let feedback = node.feedback_tx.clone();
-    node.set_rules(failing_rules(
-        &feedback,
-        RequestReaction::forge().syntax_error(),
-        None,
-    ));
-    store.write_views(&views(2)).expect("kept");
+    node.fail_view_writes(RequestReaction::forge().syntax_error(), None);
+    store.write_views(&seed_views(2, CLIENT_IP)).expect("kept");
     assert_eq!(store.outbox_depth(), 2);
     assert_eq!(
         metrics.store_retries.get(),
@@ -554,14 +544,16 @@ fn a_node_that_goes_away_is_survived() {
     let mut node = FakeNode::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut store, metrics) = resilient(&node, dir.path());
-    store.write_views(&views(2)).expect("write");
+    store.write_views(&seed_views(2, CLIENT_IP)).expect("write");
     assert_eq!(store.outbox_depth(), 0);
     // Node down: connections refused.
     if let Some(proxy) = node.proxy.take() {
         // finish() reports the driver connections it cut; that is the point here.
         let _ = node.runtime.block_on(proxy.finish());
     }
-    store.write_views(&views(3)).expect("spilled");
+    store
+        .write_views(&seed_views(3, CLIENT_IP))
+        .expect("spilled");
     assert_eq!(store.outbox_depth(), 3);
     assert!(metrics.store_errors.get() >= 1);
 }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, CONTRACT_BODY};
+use common::{poll_value, Server, CONTRACT_BODY};
 
 /// Port 1 on loopback refuses connections at once: an unreachable cluster.
 const UNREACHABLE: [&str; 4] = ["--store", "scylla", "--scylla-nodes", "127.0.0.1:1"];
@@ -17,15 +17,13 @@ fn outbox_rows(data_dir: &std::path::Path) -> i64 {
         .expect("count")
 }
 
+/// Polls a metric until it is `expected` or 15 s pass; the last value read.
 fn wait_for_metric(server: &Server, name: &str, expected: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let value = server.metric(name);
-        if value == expected || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_value(
+        Duration::from_secs(15),
+        || server.metric(name),
+        |&value| value == expected,
+    )
 }
 
 #[test]

@@ -16,7 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::nginx::{Nginx, NginxSite};
-use common::{external_tool, Server};
+use common::{
+    assert_fails_saying, external_tool, fixture, run, write_cdns, write_file, Server,
+    DEFAULT_CDN_VECTORS, SEED_SRC_1080,
+};
+use serde_json::json;
 
 const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const OTHER_LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -60,20 +64,9 @@ fn param<'u>(url: &'u str, name: &str) -> &'u str {
         .unwrap_or_else(|| panic!("{name} missing from {url}"))
 }
 
-/// Writes a file for a test (a CDN file, API keys) and gives its path.
-fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).expect("write a test file");
-    path
-}
-
 /// `video-server sign …`.
 fn sign(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_video-server"))
-        .arg("sign")
-        .args(args)
-        .output()
-        .expect("run video-server sign")
+    run(&[&["sign"], args].concat(), &[])
 }
 
 fn signed_by_cli(args: &[&str]) -> String {
@@ -91,25 +84,18 @@ fn signed_by_cli(args: &[&str]) -> String {
 
 // ---- nginx ---------------------------------------------------------------------------
 
+/// The secret of the `secure_link_md5` lines in `fixtures/nginx-secure-link.conf`.
 const NGINX_SECRET: &str = "nginx-secret";
 
-/// Debian's nginx serving files under two `secure_link` locations (the README's blocks):
-/// `/bound/` hashes the client's address, `/open/` does not.
+/// Debian's nginx serving files under two `secure_link` locations (the README's blocks,
+/// in `fixtures/nginx-secure-link.conf`): `/bound/` hashes the client's address, `/open/`
+/// does not.
 fn secure_link_nginx(binary: &Path) -> Nginx {
-    let locations = format!(
-        r#"
-        location /bound/ {{
-            secure_link $arg_md5,$arg_expires;
-            secure_link_md5 "$secure_link_expires$uri$remote_addr {NGINX_SECRET}";
-            if ($secure_link = "") {{ return 403; }}
-            if ($secure_link = "0") {{ return 410; }}
-        }}
-        location /open/ {{
-            secure_link $arg_md5,$arg_expires;
-            secure_link_md5 "$secure_link_expires$uri {NGINX_SECRET}";
-            if ($secure_link = "") {{ return 403; }}
-            if ($secure_link = "0") {{ return 410; }}
-        }}"#
+    let locations = include_str!("fixtures/nginx-secure-link.conf");
+    assert_eq!(
+        locations.matches(&format!(" {NGINX_SECRET}\";")).count(),
+        2,
+        "both locations hash NGINX_SECRET"
     );
     Nginx::start(
         binary,
@@ -121,7 +107,7 @@ fn secure_link_nginx(binary: &Path) -> Nginx {
                 ("open/my film.mp4", "a name with a space"),
             ],
             http: "",
-            locations: &locations,
+            locations,
         },
     )
 }
@@ -133,14 +119,14 @@ fn nginx_serves_our_urls_and_refuses_tampered_expired_and_misbound_ones() {
     };
     let nginx = secure_link_nginx(&binary);
     let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = write_file(
+    let cdns = write_cdns(
         dir.path(),
-        "cdns.json",
-        format!(
-            r#"[{{"name":"edge-bound","address":"{base}","scheme":"nginx","key":"{NGINX_SECRET}","bind_ip":true,"ttl_seconds":600}},
-                {{"name":"edge-open","address":"{base}","scheme":"nginx","key":"{NGINX_SECRET}"}}]"#,
-            base = nginx.base()
-        ),
+        &[
+            json!({"name": "edge-bound", "address": nginx.base(), "scheme": "nginx",
+                "key": NGINX_SECRET, "bind_ip": true, "ttl_seconds": 600}),
+            json!({"name": "edge-open", "address": nginx.base(), "scheme": "nginx",
+                "key": NGINX_SECRET}),
+        ],
     );
     let cdns = cdns.to_str().expect("UTF-8");
     let server = Server::start(&["--cdns", cdns]);
@@ -344,13 +330,16 @@ fn openssl_verifies_cloudfront_signatures_canned_custom_and_ip_bound() {
     assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
 
     let base = "https://d111111abcdef8.cloudfront.net";
-    let cdns = write_file(
+    // Key files are found next to the CDN file.
+    let cdns = write_cdns(
         openssl.dir.path(),
-        "cdns.json",
-        format!(
-            r#"[{{"name":"cf","address":"{base}","scheme":"cloudfront","key_file":"private.pem","key_id":"K2JCJMDEHXQW5F"}},
-                {{"name":"cf-bound","address":"{base}","scheme":"cloudfront","key_file":"private-pkcs1.pem","key_id":"K2JCJMDEHXQW5F","bind_ip":true,"ttl_seconds":7200}}]"#
-        ),
+        &[
+            json!({"name": "cf", "address": base, "scheme": "cloudfront",
+                "key_file": "private.pem", "key_id": "K2JCJMDEHXQW5F"}),
+            json!({"name": "cf-bound", "address": base, "scheme": "cloudfront",
+                "key_file": "private-pkcs1.pem", "key_id": "K2JCJMDEHXQW5F",
+                "bind_ip": true, "ttl_seconds": 7200}),
+        ],
     );
     let server = Server::start(&["--cdns", cdns.to_str().expect("UTF-8")]);
     let body = token_body(
@@ -444,8 +433,6 @@ fn openssl_verifies_cloudfront_signatures_canned_custom_and_ip_bound() {
 
 // ---- who may sign ---------------------------------------------------------------------
 
-const CONTRACT_SOURCE_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
-
 #[test]
 fn api_keys_guard_the_token_route_only() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -513,7 +500,7 @@ fn the_catalog_policy_signs_only_catalog_sources() {
     let stranger = token_body(
         "12345",
         &[
-            (CONTRACT_SOURCE_1080, "video/mp4"),
+            (SEED_SRC_1080, "video/mp4"),
             ("/secret/premium.mp4", "video/mp4"),
         ],
     );
@@ -523,7 +510,7 @@ fn the_catalog_policy_signs_only_catalog_sources() {
         refused.error(),
         "video.sources[1].src \"/secret/premium.mp4\" is not a source of video \"12345\" in the catalog"
     );
-    let unknown = server.post_token(&token_body("999", &[(CONTRACT_SOURCE_1080, "video/mp4")]));
+    let unknown = server.post_token(&token_body("999", &[(SEED_SRC_1080, "video/mp4")]));
     assert_eq!(unknown.status, 403);
     assert!(
         unknown
@@ -542,12 +529,14 @@ fn the_catalog_policy_signs_only_catalog_sources() {
 #[test]
 fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = dir.path().join("cdns.json");
-    let keys = dir.path().join("api-keys");
-    let cdn_with_key =
-        |key: &str| format!(r#"[{{"name":"edge","address":"http://www.cdn.com","key":"{key}"}}]"#);
-    std::fs::write(&cdns, cdn_with_key("0000")).expect("write cdns");
-    std::fs::write(&keys, "first-key-0000000\n").expect("write keys");
+    let cdn_with_key = |key: &str| {
+        write_cdns(
+            dir.path(),
+            &[json!({"name": "edge", "address": "http://www.cdn.com", "key": key})],
+        )
+    };
+    let cdns = cdn_with_key("0000");
+    let keys = write_file(dir.path(), "api-keys", "first-key-0000000\n");
     let mut server = Server::start(&[
         "--cdns",
         cdns.to_str().expect("UTF-8"),
@@ -566,13 +555,13 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
     };
     // The contract's vectors for keys 0000 and 1111.
     let with_0000 =
-        format!("http://www.cdn.com{CONTRACT_SOURCE_1080}?token=a3b44a7c71a89adfb06cc383f8e00243");
+        format!("http://www.cdn.com{SEED_SRC_1080}?token=a3b44a7c71a89adfb06cc383f8e00243");
     let with_1111 =
-        format!("http://www.cdn.com{CONTRACT_SOURCE_1080}?token=8aa62616c28f90dbddebb2a4eb498975");
+        format!("http://www.cdn.com{SEED_SRC_1080}?token=8aa62616c28f90dbddebb2a4eb498975");
     assert_eq!(token_with("first-key-0000000"), with_0000);
 
-    std::fs::write(&cdns, cdn_with_key("1111")).expect("rewrite cdns");
-    std::fs::write(&keys, "second-key-111111\n").expect("rewrite keys");
+    cdn_with_key("1111");
+    write_file(dir.path(), "api-keys", "second-key-111111\n");
     server.send_signal("HUP");
     assert!(
         server.wait_for_log("reloaded the CDN and API key files", 1),
@@ -583,11 +572,13 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
     assert_eq!(token_with("first-key-0000000"), "status 401");
 
     // A CDN file that does not load is refused; the running keys stay.
-    std::fs::write(
-        &cdns,
-        r#"[{"name":"edge","address":"http://www.cdn.com","key":"2222","ttl_seconds":5}]"#,
-    )
-    .expect("break cdns");
+    write_cdns(
+        dir.path(),
+        &[
+            json!({"name": "edge", "address": "http://www.cdn.com", "key": "2222",
+            "ttl_seconds": 5}),
+        ],
+    );
     server.send_signal("HUP");
     assert!(
         server.wait_for_log("the new configuration was refused", 1),
@@ -603,7 +594,7 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
     );
     assert_eq!(token_with("second-key-111111"), with_1111);
     // So is an API key file that went missing.
-    std::fs::write(&cdns, cdn_with_key("0000")).expect("repair cdns");
+    cdn_with_key("0000");
     std::fs::remove_file(&keys).expect("remove keys");
     server.send_signal("HUP");
     assert!(
@@ -625,17 +616,13 @@ fn sighup_rotates_keys_and_a_broken_file_keeps_the_running_ones() {
 #[test]
 fn the_sign_command_prints_urls_and_names_what_is_missing() {
     // Without --cdns: the contract's CDNs and their vector.
+    let (address, token, _) = DEFAULT_CDN_VECTORS[0];
     assert_eq!(
-        signed_by_cli(&["--cdn", "AWS CDN 1", CONTRACT_SOURCE_1080]),
-        format!("https://d2usdis6r1u782.cloudfront.net{CONTRACT_SOURCE_1080}?token=c6346e68c6808c506faa8851ca0f6aef")
+        signed_by_cli(&["--cdn", "AWS CDN 1", SEED_SRC_1080]),
+        format!("{address}{SEED_SRC_1080}?token={token}")
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = write_file(
-        dir.path(),
-        "cdns.json",
-        r#"[{"name":"akamai","address":"https://a.example","scheme":"akamai","key":"7a5c2be9f42a1f32cd889d1cf775f05d0cd162bd2871d00fe705ab28c9bba5a5","bind_ip":true,"ttl_seconds":604800}]"#,
-    );
-    let cdns = cdns.to_str().expect("UTF-8");
+    // One akamai CDN on https://a.example, binding tokens to the client's address, for a week.
+    let cdns = &fixture("cdns-akamai-bound.json");
     // A manifest's token covers its folder; the clock is the one given.
     let url = signed_by_cli(&[
         "--cdns",
@@ -666,22 +653,14 @@ fn the_sign_command_prints_urls_and_names_what_is_missing() {
             "cannot read CDN file",
         ),
     ] {
-        let output = sign(&args);
-        assert!(!output.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_fails_saying(&sign(&args), &format!("sign {args:?}"), expected);
     }
 }
 
 #[test]
 fn bound_tokens_carry_the_forwarded_client_behind_a_trusted_proxy() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cdns = write_file(
-        dir.path(),
-        "cdns.json",
-        r#"[{"name":"akamai","address":"https://a.example","scheme":"akamai","key":"0a1b2c3d","bind_ip":true}]"#,
-    );
-    let cdns = cdns.to_str().expect("UTF-8");
+    // One akamai CDN on https://a.example, binding tokens to the client's address.
+    let cdns = &fixture("cdns-akamai-bound.json");
     let body = token_body("v", &[("/films/a.mp4", "video/mp4")]);
     let forwarded = [("X-Forwarded-For", "203.0.113.9, 127.0.0.1")];
 

@@ -102,14 +102,11 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let untrusted = Server::start(&[]);
     let trusted = Server::start(&["--trusted-proxies", "127.0.0.0/8"]);
     for server in [&untrusted, &trusted] {
-        let mut client = server.connect();
-        client.send_request(
-            "GET",
+        let response = server.get_with(
             "/video/12345",
             &[("X-Forwarded-For", "203.0.113.9, 127.0.0.5")],
-            None,
         );
-        assert_eq!(client.read_response().status, 200);
+        assert_eq!(response.status, 200);
         assert_eq!(server.wait_for_views("12345", 1), 1);
     }
     assert_eq!(

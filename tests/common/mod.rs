@@ -3,21 +3,69 @@
 //!
 //! The server is started with `--listen 127.0.0.1:0`; the harness reads the port from its
 //! "listening" log line, so no port is guessed and nothing sleeps waiting for readiness.
+//! Every other wait (for a log line, a count, a metric, a process to exit, nginx to
+//! listen) goes through one loop, [`poll_until`] (or [`poll_value`] when the last reading
+//! is wanted too), with a bound of its own.
+//!
+//! Also here: the seed video and the contract's token request (`SEED_VIDEO`,
+//! `CONTRACT_BODY`, read from `tests/fixtures/seed-video.json`) with its sources and CDN
+//! vectors; running the binary for a subcommand or a refused start (`run`,
+//! `assert_fails_saying`); the files a test hands the server (`fixture` for the static
+//! ones under `tests/fixtures/`, `write_file` and `write_cdns` for those made at run time).
+//!
+//! Submodules: [`nginx`] runs a real nginx for a test; [`store`] serves the tests that drive
+//! the view stores without a server.
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod store;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const CONTRACT_BODY: &str = r#"{"video":{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}}"#;
+/// The seed video, byte for byte as `GET /video/12345` must answer it (the contract's
+/// example document).
+pub const SEED_VIDEO: &str = include_str!("../fixtures/seed-video.json");
+const _: () = assert!(
+    SEED_VIDEO.as_bytes()[SEED_VIDEO.len() - 1] == b'}',
+    "fixtures/seed-video.json must end with its closing brace: no trailing newline"
+);
 
-pub const SEED_VIDEO: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
+/// The contract's example token request: the seed video, wrapped in `{"video": …}`.
+pub const CONTRACT_BODY: &str = concat!(
+    r#"{"video":"#,
+    include_str!("../fixtures/seed-video.json"),
+    "}"
+);
+
+/// The seed video's sources, as its document names them.
+pub const SEED_SRC_1080: &str = "/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4";
+pub const SEED_SRC_720: &str = "/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4";
+
+/// The contract's vectors for the seed video on the default CDNs ("AWS CDN 1" to 3), in
+/// round-robin order: (address, 1080p token, 720p token).
+pub const DEFAULT_CDN_VECTORS: [(&str, &str, &str); 3] = [
+    (
+        "https://d2usdis6r1u782.cloudfront.net",
+        "c6346e68c6808c506faa8851ca0f6aef",
+        "32f18240383a86ea77cd060475ab3c0d",
+    ),
+    (
+        "https://d2oukvvww2uoq.cloudfront.net",
+        "39ccd96eb02069a97a9cca39980e4c12",
+        "cd358d0e3ae68b6268004dfb2e161c11",
+    ),
+    (
+        "https://dbke9ww44or29.cloudfront.net",
+        "5b52cf86a609afedc6b6a4a110f22325",
+        "885c1e6f3d0e6cb191d3b73e8cc7f01a",
+    ),
+];
 
 /// A running `video-server` process.
 pub struct Server {
@@ -71,7 +119,7 @@ impl Server {
         limit: Option<(libc::__rlimit_resource_t, u64)>,
     ) -> Server {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_video-server"));
+        let mut command = video_server();
         command
             .args(["--listen", "127.0.0.1:0", "--no-pin", "--workers", "2"])
             .arg("--data-dir")
@@ -181,14 +229,10 @@ impl Server {
 
     /// Waits until the log has `needle` at least `count` times; false after 10 s.
     pub fn wait_for_log(&self, needle: &str, count: usize) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().matches(needle).count() >= count {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        poll_until(Duration::from_secs(10), || {
+            (self.log().matches(needle).count() >= count).then_some(())
+        })
+        .is_some()
     }
 
     pub fn connect(&self) -> Client {
@@ -197,8 +241,19 @@ impl Server {
 
     /// One request on a fresh connection.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// One request with these headers on a fresh connection.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> HttpResponse {
         let mut client = self.connect();
-        client.send_request(method, path, &[], body);
+        client.send_request(method, path, headers, body);
         client.read_response()
     }
 
@@ -206,17 +261,20 @@ impl Server {
         self.request("GET", path, None)
     }
 
+    /// `GET` with these headers on a fresh connection.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request_with("GET", path, headers, None)
+    }
+
     pub fn post_token(&self, body: &str) -> HttpResponse {
         self.post_token_with(body, &[])
     }
 
-    /// `POST /video/token` with extra headers.
+    /// `POST /video/token` (JSON) with extra headers.
     pub fn post_token_with(&self, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        let mut client = self.connect();
         let mut all = vec![("Content-Type", "application/json")];
         all.extend_from_slice(headers);
-        client.send_request("POST", "/video/token", &all, Some(body));
-        client.read_response()
+        self.request_with("POST", "/video/token", &all, Some(body))
     }
 
     /// A metric's value from `/metrics` (0 when absent).
@@ -232,16 +290,14 @@ impl Server {
             .unwrap_or(0.0)
     }
 
-    /// Polls `GET /video/:id/views` until it reaches `expected` or 10 s pass.
+    /// Polls `GET /video/:id/views` until it reaches `expected` or 10 s pass; the last
+    /// count read.
     pub fn wait_for_views(&self, video_id: &str, expected: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let views = self.views(video_id);
-            if views >= expected || Instant::now() > deadline {
-                return views;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_value(
+            Duration::from_secs(10),
+            || self.views(video_id),
+            |&views| views >= expected,
+        )
     }
 
     pub fn views(&self, video_id: &str) -> u64 {
@@ -300,6 +356,51 @@ pub fn external_tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The `video-server` binary under test, as a command to add arguments to.
+pub fn video_server() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_video-server"))
+}
+
+/// Runs `video-server ARGS` to completion, with these extra environment variables.
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    video_server()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run video-server")
+}
+
+/// Asserts that a run of `video-server` failed and said `expected` on stderr; `what`
+/// names the run (its arguments) in the failure messages.
+pub fn assert_fails_saying(output: &Output, what: &str, expected: &str) {
+    assert!(!output.status.success(), "{what} succeeded; it should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(expected), "{what}: {stderr}");
+}
+
+/// The path of a file under `tests/fixtures/` (see its README), for an option that takes
+/// a file.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    assert!(Path::new(&path).is_file(), "no fixture {path}");
+    path
+}
+
+/// Writes a file for a test (a catalog, a CDN file, API keys) into `dir`; its path.
+pub fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write a test file");
+    path
+}
+
+/// Writes (or rewrites) `dir/cdns.json`, a `--cdns` file listing these CDN objects in
+/// round-robin order; its path. For CDN files built at run time (an nginx's port, a key
+/// that rotates); static ones are fixtures.
+pub fn write_cdns(dir: &Path, cdns: &[serde_json::Value]) -> PathBuf {
+    let json = serde_json::to_string_pretty(cdns).expect("CDN JSON");
+    write_file(dir, "cdns.json", json)
+}
+
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -309,18 +410,50 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
+/// Waits for `child` to exit; kills it and panics after `timeout`.
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    poll_until(timeout, || child.try_wait().expect("try_wait")).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("process did not exit within {timeout:?}");
+    })
+}
+
+/// How long `poll_until` sleeps between two probes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The one polling loop of the tests: calls `probe` every [`POLL_INTERVAL`] until it
+/// returns `Some`, and gives that value; `None` once `timeout` has passed. The probe runs
+/// at least once, and once more at the deadline, so a slow machine's last chance counts.
+pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
+        if let Some(value) = probe() {
+            return Some(value);
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL_INTERVAL.min(deadline - now));
     }
+}
+
+/// [`poll_until`] for a reading that is wanted either way: reads until `done` accepts
+/// the value or `timeout` passes, and gives the last value read (for the assertion that
+/// follows to show).
+pub fn poll_value<T>(
+    timeout: Duration,
+    mut read: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> T {
+    let mut last = None;
+    poll_until(timeout, || {
+        let value = read();
+        let finished = done(&value);
+        last = Some(value);
+        finished.then_some(())
+    });
+    last.expect("poll_until probes at least once")
 }
 
 /// A parsed HTTP response.

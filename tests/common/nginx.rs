@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::poll_until;
 
 /// What one nginx serves. `http` (directives for the `http` block) and `locations` (for its
 /// one `server` block, whose root is `{prefix}/root`) may say `{prefix}`.
@@ -52,19 +54,22 @@ impl Nginx {
                 .spawn()
                 .expect("spawn nginx");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
+            // Ready once it accepts a connection; given up on if it exits (the port taken).
+            let listening = poll_until(Duration::from_secs(10), || {
                 if TcpStream::connect(addr).is_ok() {
-                    return Nginx {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
+                    Some(true)
+                } else if let Ok(Some(_)) = child.try_wait() {
+                    Some(false)
+                } else {
+                    None
                 }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            });
+            if listening == Some(true) {
+                return Nginx {
+                    child,
+                    addr,
+                    _dir: dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();

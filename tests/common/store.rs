@@ -1,0 +1,30 @@
+//! For the tests that drive the view stores directly, without a server (`scylla_dry`,
+//! `scylla_cluster`): views of the seed video, and an outbox replayed until it drains.
+
+use std::time::Duration;
+
+use video_server::store::{epoch_millis, RemoteViewStore, ResilientStore, ViewRecord, ViewStore};
+
+use super::poll_until;
+
+/// `count` views of the seed video (12345) by `client_ip`, stamped now.
+pub fn seed_views(count: usize, client_ip: &str) -> Vec<ViewRecord<'static>> {
+    let view = ViewRecord {
+        video_id: "12345",
+        client_ip: client_ip.parse().expect("ip"),
+        timestamp_ms: epoch_millis(),
+    };
+    vec![view; count]
+}
+
+/// Calls `maintain` (which replays the outbox) until the outbox is empty or `timeout`
+/// passes; the caller asserts the depth it expects.
+pub fn drain_outbox<R: RemoteViewStore>(store: &mut ResilientStore<R>, timeout: Duration) {
+    poll_until(timeout, || {
+        if store.outbox_depth() == 0 {
+            return Some(());
+        }
+        store.maintain();
+        None
+    });
+}

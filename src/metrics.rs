@@ -38,7 +38,8 @@ pub struct Metrics {
     pub views_persisted: IntCounter,
     /// Views refused because the bus was full (the store was not keeping up).
     pub views_dropped: IntCounter,
-    /// Views the writer gave up on after the store kept failing at shutdown.
+    /// Views the writer gave up on: the store refused their batch for good (a permanent
+    /// error), or kept failing until the shutdown deadline.
     pub views_failed: IntCounter,
     /// Accepted views neither persisted nor failed yet: in the channel or a batch.
     pub views_pending: IntGauge,
@@ -139,7 +140,7 @@ impl Metrics {
             )?,
             views_failed: IntCounter::new(
                 "views_failed_total",
-                "Queued views abandoned because the store kept failing at shutdown",
+                "Queued views abandoned: the store refused them permanently, or kept failing until the shutdown deadline",
             )?,
             views_pending: IntGauge::new(
                 "views_pending",

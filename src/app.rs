@@ -2,7 +2,7 @@
 //!
 //! Start: CDNs → the embedded store (seed, `--catalog` import) → the catalog in memory and
 //! its watcher → metrics → view bus and batch writer thread → HTTP server. With `--store
-//! scylla` the catalog and the views go to the cluster instead ([`start_scylla`]); the
+//! scylla` the catalog and the views go to the cluster instead (`start_scylla`); the
 //! embedded store then only provides the catalog served while the cluster cannot be read.
 //! Stop: HTTP server first (no new views can arrive once it has stopped), then the catalog
 //! watcher, then the batch writer, which drains and flushes every view that was accepted.

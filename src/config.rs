@@ -25,6 +25,9 @@ use crate::views::BatchLimits;
 /// Serves `GET /video/:videoId`, `POST /video/token`, `GET /video/:videoId/views`,
 /// `GET /healthz` and `GET /metrics` (see README.md). Every option can also be set through
 /// the environment variable named beside it.
+// The field docs are `--help` text, written for a terminal: `<key>` and bare URLs are meant
+// as they read there, not as rustdoc markup.
+#[allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "video-server",

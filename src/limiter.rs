@@ -6,7 +6,7 @@
 //! deployment turns on. A client is its address as [`crate::api`] determines it (the peer,
 //! or `X-Forwarded-For` from a trusted proxy).
 //!
-//! Both keep their state in the same bounded structure, [`Shards`]: a fixed number of
+//! Both keep their state in the same bounded structure, `Shards`: a fixed number of
 //! mutex-guarded maps keyed by a keyed hash (SipHash with a random key, so a client cannot
 //! aim its addresses at one shard). A request locks one shard for a few nanoseconds. When
 //! a shard reaches its cap, entries that no longer matter (a full bucket, an expired

@@ -13,7 +13,7 @@
 //! An RSA-2048 signature costs milliseconds (the `rsa` crate is constant-time, and slow):
 //! a thousand times an MD5 token. So expiries are rounded up to a window (a tenth of the
 //! TTL, at least a minute), and within a window every request for the same resource (and
-//! client, when bound) reuses one signature from a bounded cache ([`SignatureCache`]).
+//! client, when bound) reuses one signature from a bounded cache (`SignatureCache`).
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;

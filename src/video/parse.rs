@@ -13,7 +13,7 @@
 //! - strings borrow from the request buffer whenever they carry no escapes (`Cow::Borrowed`);
 //! - the first problem stops parsing at once, and its message names the field by path
 //!   (`video.sources[0].size must be an integer`): the visitors record the message in an
-//!   [`ErrorSlot`] and hand serde an opaque error, because serde's own messages speak of
+//!   `ErrorSlot` and hand serde an opaque error, because serde's own messages speak of
 //!   "invalid type: string, expected i64 at line 1 column 9", not of our fields;
 //! - nothing is ever skipped or parsed into a generic value, so hostile nesting
 //!   (`[[[[…` ten thousand deep) is refused at its first bracket and never recurses: the

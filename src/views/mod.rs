@@ -13,7 +13,7 @@
 //! everything that was accepted before it exits.
 //!
 //! The flow is one way: the writer hands the store plain
-//! [`ViewRecord`](crate::store::ViewRecord)s, and the store reports what it persisted; it is
+//! [`crate::store::ViewRecord`] values, and the store reports what it persisted; it is
 //! the writer, which holds each view's catalog entry, that credits committed views to the
 //! counts `GET /video/:id/views` serves.
 

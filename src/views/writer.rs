@@ -318,7 +318,7 @@ impl<S: ViewStore> BatchWriter<S> {
 
 /// Adds committed views to the counts served from memory, through the entries the views
 /// were recorded against. A catalog reload gives a video's new entry the same counter as
-/// its old one (see [`crate::video::Catalog::reloaded`]), so a view queued before a reload
+/// its old one (see [`crate::video::Catalog::from_stored`]), so a view queued before a reload
 /// still lands in the count served after it.
 fn credit_counts(views: &[ViewEvent]) {
     for view in views {

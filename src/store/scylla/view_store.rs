@@ -8,7 +8,7 @@
 //! video keyed by the flush id, so a count never runs ahead of its rows and a retried flush
 //! overwrites rather than adds (counters could not be retried safely).
 //!
-//! The writer never waits for a connection: with no session after [`CONNECT_GRACE`], a
+//! The writer never waits for a connection: with no session after `CONNECT_GRACE`, a
 //! write fails as `Unreachable` and the resilient store keeps the flush in its outbox.
 
 use std::collections::HashMap;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench/ab.sh REV [ROUNDS] [SECONDS]: did a change move the cost of a request?
+#
+# Builds video-server at git revision REV (in a temporary worktree) and from the working
+# tree, both release, then measures server CPU per request of POST /video/token and of
+# GET /video/12345 (a view persisted) for each binary in turn, alternating round by round
+# so that a noisy neighbour hits both alike. Prints each round, the medians and the ratio
+# new/old. Same method as bench/run.sh: server pinned to SERVER_CPU (default 1), wrk on
+# LOAD_CPU (default 0), -t1 -c50, a 2 s warm-up, CPU = utime + stime from /proc/PID/stat.
+#
+# Example: bench/ab.sh HEAD~3 8 8
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+source "$here/lib.sh"
+
+rev=${1:?usage: bench/ab.sh REV [ROUNDS] [SECONDS]}
+rounds=${2:-6}
+seconds=${3:-8}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+port=${PORT:-3091}
+"$here/install.sh" wrk
+
+work="$here/.work/ab"
+mkdir -p "$work"
+tree="$(mktemp -d)"
+data_dir=""
+cleanup() {
+  git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+  [ -n "$data_dir" ] && rm -rf "$data_dir"
+  # The old revision's build is about 1 GB; only the binaries and results are kept.
+  rm -rf "$work/target-old"
+}
+trap cleanup EXIT
+git worktree add -q --detach "$tree" "$rev"
+echo "building $rev and the working tree (release)" >&2
+(cd "$tree" && CARGO_TARGET_DIR="$work/target-old" cargo build --release -q)
+cargo build --release -q
+cp "$work/target-old/release/video-server" "$work/video-server-old"
+cp target/release/video-server "$work/video-server-new"
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+results="$work/results.txt"
+: >"$results"
+for round in $(seq "$rounds"); do
+  for route in token video; do
+    for build in old new; do
+      data_dir="$(mktemp -d)"
+      taskset -c "$SERVER_CPU" "$work/video-server-$build" --listen "127.0.0.1:$port" \
+        --data-dir "$data_dir" --log-level warn 2>/dev/null &
+      pid=$!
+      wait_ready "$port" "$pid"
+      taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s -s "bench/wrk/$route.lua" "http://127.0.0.1:$port" >/dev/null
+      before=$(cpu_ticks "$pid")
+      requests=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
+        "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }')
+      after=$(cpu_ticks "$pid")
+      stop_server "$pid"
+      rm -rf "$data_dir"
+      data_dir=""
+      awk -v route="$route" -v build="$build" -v round="$round" -v ticks=$((after - before)) \
+        -v n="$requests" -v hz="$hz" \
+        'BEGIN { printf "%s %s %d %.3f\n", route, build, round, ticks / hz * 1e6 / n }' |
+        tee -a "$results"
+    done
+  done
+done
+
+echo
+echo "server CPU per request, µs (median of $rounds rounds; $rev = old, working tree = new)"
+for route in token video; do
+  old=$(awk -v r="$route" '$1 == r && $2 == "old" { print $4 }' "$results" | sort -n |
+    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  new=$(awk -v r="$route" '$1 == r && $2 == "new" { print $4 }' "$results" | sort -n |
+    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  awk -v r="$route" -v o="$old" -v n="$new" 'BEGIN { printf "%-6s old %.2f  new %.2f  new/old %.3f\n", r, o, n, n / o }'
+done

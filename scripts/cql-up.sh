@@ -131,6 +131,8 @@ start_node() {
   [ -f "$dir/cassandra.yaml" ] || fail "node $i has no configuration under $dir: run 'up' first"
   # One option per line, as Cassandra's own scripts read them; `--add-opens X` becomes
   # `--add-opens=X` so that each is one argument.
+  # Where this start's log lines begin, so that waits read only what this start wrote.
+  wc -c <"$dir/system.log" >"$dir/log_offset" 2>/dev/null || echo 0 >"$dir/log_offset"
   mapfile -t options < <(grep -v '^\s*#' "$here/cassandra/jvm17-server.options" |
     grep -v '^\s*$' | sed 's/^\(--add-[a-z]*\) /\1=/')
   # A fresh cluster of loopback nodes: no need to wait for gossip to settle or for a
@@ -172,14 +174,18 @@ wait_cql() {
   done
 }
 
-# Waits until node $1's log says every other node of $2 is UP.
+# Waits until node $1's log, since its last start, says that every other running node of
+# $2 is UP.
 wait_peers() {
-  local i=$1 nodes=$2 deadline=$((SECONDS + start_timeout)) log j
-  log="$(node_dir "$i")/system.log"
+  local i=$1 nodes=$2 deadline=$((SECONDS + start_timeout)) dir offset j
+  dir="$(node_dir "$i")"
+  offset="$(cat "$dir/log_offset" 2>/dev/null || echo 0)"
   for j in $(seq 1 "$nodes"); do
     [ "$j" = "$i" ] && continue
-    until grep -q "/$(node_address "$j"):7000 is now UP" "$log" 2>/dev/null; do
-      ((SECONDS < deadline)) || fail "step 'wait for the ring': node $i does not see node $j UP after ${start_timeout}s; read $log"
+    node_running "$j" || continue
+    until tail -c +"$((offset + 1))" "$dir/system.log" 2>/dev/null |
+      grep -q "/$(node_address "$j"):7000 is now UP"; do
+      ((SECONDS < deadline)) || fail "step 'wait for the ring': node $i does not see node $j UP after ${start_timeout}s; read $dir/system.log"
       sleep 1
     done
   done

@@ -132,7 +132,7 @@ start_node() {
   # One option per line, as Cassandra's own scripts read them; `--add-opens X` becomes
   # `--add-opens=X` so that each is one argument.
   # Where this start's log lines begin, so that waits read only what this start wrote.
-  wc -c <"$dir/system.log" >"$dir/log_offset" 2>/dev/null || echo 0 >"$dir/log_offset"
+  if [ -f "$dir/system.log" ]; then wc -c <"$dir/system.log"; else echo 0; fi >"$dir/log_offset"
   mapfile -t options < <(grep -v '^\s*#' "$here/cassandra/jvm17-server.options" |
     grep -v '^\s*$' | sed 's/^\(--add-[a-z]*\) /\1=/')
   # A fresh cluster of loopback nodes: no need to wait for gossip to settle or for a

@@ -24,6 +24,7 @@
 //! - [`limiter`]: per-client request rates and view de-duplication.
 //! - [`json`]: writing JSON straight into response buffers.
 //! - [`backoff`]: the one capped, jittered backoff every retry uses.
+//! - [`hll`]: unique viewers as mergeable HyperLogLog sketches.
 //! - [`app`]: starting and stopping it all in order.
 //!
 //! ```text
@@ -39,6 +40,7 @@ pub mod backoff;
 pub mod config;
 pub mod cors;
 pub mod health;
+pub mod hll;
 pub mod http;
 pub mod json;
 pub mod limiter;

@@ -73,6 +73,11 @@ fn schemathesis_finds_the_server_conforming_to_its_document() {
             &format!("http://{}/openapi.json", server.addr),
             "--checks",
             "all",
+            // Not the stateful phase: our API has no links between operations to follow,
+            // and its link inference crashes (Schemathesis 4.32.5, `ValueError: Invalid IPv6
+            // URL` in urlsplit) when a generated `src` puts a `[` in a signed URL we return.
+            "--phases",
+            "examples,coverage,fuzzing",
             "--max-examples",
             "50",
             "--generation-database",

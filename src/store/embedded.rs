@@ -35,10 +35,15 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::sqlite::{self, open_durable, sqlite};
-use super::{CatalogSource, Persisted, StoreError, StoredVideo, ViewRecord, ViewStore};
+use super::{
+    utc_day, CatalogSource, DayCount, DayUpdate, Persisted, StoreError, StoredVideo, ViewRecord,
+    ViewStore, DAYS_KEPT,
+};
 use crate::health::Health;
+use crate::hll::Sketch;
 use crate::metrics::Metrics;
 use crate::video::VideoPayload;
+use std::net::IpAddr;
 
 /// The database file's name inside `--data-dir`.
 pub const DATABASE_FILE: &str = "video-server.sqlite3";
@@ -59,6 +64,13 @@ CREATE TABLE IF NOT EXISTS view_counts (
     video_id TEXT PRIMARY KEY NOT NULL,
     views INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS view_days (
+    video_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    views INTEGER NOT NULL,
+    sketch BLOB NOT NULL,
+    PRIMARY KEY (video_id, day)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS catalog_version (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL
@@ -82,6 +94,12 @@ static INSERT_VIEWS_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new
 });
 const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET views = views + excluded.views";
+const UPSERT_VIEW_DAY: &str = "INSERT INTO view_days (video_id, day, views, sketch)
+     VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (video_id, day) DO UPDATE SET views = views + excluded.views, sketch = excluded.sketch";
+/// `PRAGMA user_version` once `view_days` holds every stored view (older files are
+/// migrated at open).
+const SCHEMA_VERSION: i64 = 2;
 const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET document = excluded.document";
 
@@ -101,6 +119,10 @@ pub struct EmbeddedStore {
     watcher_reader: Option<Reader>,
     /// Reused per batch to add up views per video before updating `view_counts`.
     counts_scratch: HashMap<Box<str>, i64>,
+    /// Distinct-client sketches of the days being written (today, yesterday, and any
+    /// older day a late view touched in this batch), so a batch merges into memory
+    /// instead of reading its sketch back.
+    day_sketches: HashMap<(Box<str>, i64), Sketch>,
     /// Where a deleted or replaced file is reported, when the server watches it.
     watch: Option<FileWatch>,
 }
@@ -132,14 +154,97 @@ impl EmbeddedStore {
                 "the database file vanished as it was opened",
             ))
         })?;
-        Ok(EmbeddedStore {
+        let mut store = EmbeddedStore {
             connection,
             path,
             identity,
             watcher_reader: None,
             counts_scratch: HashMap::new(),
+            day_sketches: HashMap::new(),
             watch: None,
-        })
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Brings a file from before per-day counts up to date: `view_days` is rebuilt from the
+    /// `views` table, so existing views keep counting, per day and in uniques.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(sqlite("read the schema version"))?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(sqlite("begin migration"))?;
+        let mut days: HashMap<(String, i64), (u64, Sketch)> = HashMap::new();
+        {
+            let mut statement = transaction
+                .prepare("SELECT video_id, client_ip, timestamp_ms FROM views")
+                .map_err(sqlite("prepare migration"))?;
+            let mut rows = statement
+                .query([])
+                .map_err(sqlite("read views to migrate"))?;
+            while let Some(row) = rows.next().map_err(sqlite("read a view to migrate"))? {
+                let video_id: String = row.get(0).map_err(sqlite("read a view to migrate"))?;
+                let client: String = row.get(1).map_err(sqlite("read a view to migrate"))?;
+                let timestamp_ms: i64 = row.get(2).map_err(sqlite("read a view to migrate"))?;
+                let (views, sketch) = days.entry((video_id, utc_day(timestamp_ms))).or_default();
+                *views += 1;
+                match client.parse::<IpAddr>() {
+                    Ok(ip) => sketch.insert(&client_key(ip)),
+                    Err(_) => sketch.insert(client.as_bytes()),
+                }
+            }
+            transaction
+                .execute("DELETE FROM view_days", [])
+                .map_err(sqlite("clear view_days"))?;
+            let mut insert = transaction
+                .prepare(UPSERT_VIEW_DAY)
+                .map_err(sqlite("prepare migration"))?;
+            for ((video_id, day), (views, sketch)) in &days {
+                insert
+                    .execute(params![video_id, day, *views as i64, sketch.to_bytes()])
+                    .map_err(sqlite("migrate a day"))?;
+            }
+        }
+        transaction
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sqlite("set the schema version"))?;
+        transaction.commit().map_err(sqlite("commit migration"))?;
+        if !days.is_empty() {
+            tracing::info!(days = days.len(), "counted the stored views per day");
+        }
+        Ok(())
+    }
+
+    /// The sketch of `(video_id, day)`, read from the file the first time.
+    fn day_sketch(&mut self, video_id: &str, day: i64) -> Result<&mut Sketch, StoreError> {
+        let key = (Box::<str>::from(video_id), day);
+        if !self.day_sketches.contains_key(&key) {
+            let stored: Option<Vec<u8>> = self
+                .connection
+                .query_row(
+                    "SELECT sketch FROM view_days WHERE video_id = ?1 AND day = ?2",
+                    params![video_id, day],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sqlite("read a day's sketch"))?;
+            let sketch = match stored {
+                Some(bytes) => Sketch::from_bytes(&bytes).unwrap_or_else(|error| {
+                    tracing::warn!(%video_id, day, %error, "starting the day's unique viewers afresh");
+                    Sketch::new()
+                }),
+                None => Sketch::new(),
+            };
+            self.day_sketches.insert(key.clone(), sketch);
+        }
+        Ok(self.day_sketches.entry(key).or_default())
     }
 
     /// Makes the writer check, about once a second, that the file at the path is still
@@ -313,6 +418,31 @@ impl EmbeddedStore {
 
 impl ViewStore for EmbeddedStore {
     fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
+        // Per (video, day): the views this batch adds, and the sketch with its clients.
+        // Merging into the cached sketch before the commit is safe: adding the same
+        // clients again on a retry leaves a sketch unchanged.
+        let mut added: Vec<((&str, i64), u64)> = Vec::new();
+        for view in views {
+            let key = (view.video_id, utc_day(view.timestamp_ms));
+            match added.iter_mut().find(|(known, _)| *known == key) {
+                Some((_, count)) => *count += 1,
+                None => added.push((key, 1)),
+            }
+            self.day_sketch(key.0, key.1)?
+                .insert(&client_key(view.client_ip));
+        }
+        let mut updates = Vec::with_capacity(added.len());
+        let mut sketches = Vec::with_capacity(added.len());
+        for ((video_id, day), count) in &added {
+            let sketch = self.day_sketch(video_id, *day)?;
+            updates.push(DayUpdate {
+                video_id: (*video_id).to_owned(),
+                day: *day,
+                added: *count,
+                unique_viewers: sketch.estimate(),
+            });
+            sketches.push(sketch.to_bytes());
+        }
         let counts = &mut self.counts_scratch;
         counts.clear();
         let transaction = self
@@ -351,9 +481,27 @@ impl ViewStore for EmbeddedStore {
                     .execute(params![video_id.as_ref(), count])
                     .map_err(sqlite("add view count"))?;
             }
+            let mut add_day = transaction
+                .prepare_cached(UPSERT_VIEW_DAY)
+                .map_err(sqlite("prepare view day"))?;
+            for (update, sketch) in updates.iter().zip(&sketches) {
+                add_day
+                    .execute(params![
+                        update.video_id,
+                        update.day,
+                        update.added as i64,
+                        sketch
+                    ])
+                    .map_err(sqlite("add view day"))?;
+            }
         }
         transaction.commit().map_err(sqlite("commit view batch"))?;
-        Ok(Persisted::Counted)
+        // Keep the sketches of today and yesterday; an older day is read again if a late
+        // view touches it.
+        if let Some(newest) = updates.iter().map(|update| update.day).max() {
+            self.day_sketches.retain(|(_, day), _| *day >= newest - 1);
+        }
+        Ok(Persisted::Counted(updates))
     }
 
     fn maintain(&mut self) {
@@ -454,11 +602,43 @@ fn read_videos(connection: &Connection) -> Result<Vec<StoredVideo>, StoreError> 
                 video_id: row.get(0)?,
                 document: row.get(1)?,
                 views: Some(u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0)),
+                days: Vec::new(),
             })
         })
         .map_err(sqlite("read catalog"))?;
-    rows.collect::<Result<_, _>>()
-        .map_err(sqlite("read catalog row"))
+    let mut videos: Vec<StoredVideo> = rows
+        .collect::<Result<_, _>>()
+        .map_err(sqlite("read catalog row"))?;
+    let mut days: HashMap<String, Vec<DayCount>> = HashMap::new();
+    let since = utc_day(super::epoch_millis()) - DAYS_KEPT + 1;
+    let mut statement = connection
+        .prepare("SELECT video_id, day, views, sketch FROM view_days WHERE day >= ?1 ORDER BY day")
+        .map_err(sqlite("prepare view days read"))?;
+    let mut rows = statement.query([since]).map_err(sqlite("read view days"))?;
+    while let Some(row) = rows.next().map_err(sqlite("read a view day"))? {
+        let video_id: String = row.get(0).map_err(sqlite("read a view day"))?;
+        let sketch: Vec<u8> = row.get(3).map_err(sqlite("read a view day"))?;
+        days.entry(video_id).or_default().push(DayCount {
+            day: row.get(1).map_err(sqlite("read a view day"))?,
+            views: u64::try_from(row.get::<_, i64>(2).map_err(sqlite("read a view day"))?)
+                .unwrap_or(0),
+            unique_viewers: Sketch::from_bytes(&sketch).map_or(0, |sketch| sketch.estimate()),
+        });
+    }
+    for video in &mut videos {
+        if let Some(video_days) = days.remove(&video.video_id) {
+            video.days = video_days;
+        }
+    }
+    Ok(videos)
+}
+
+/// The bytes a client is counted by in a day's sketch: its address's octets.
+fn client_key(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
 }
 
 fn read_view_count(connection: &Connection, video_id: &str) -> Result<u64, StoreError> {
@@ -545,14 +725,12 @@ mod tests {
             assert_eq!(videos.len(), 1);
             assert_eq!(videos[0].document, SEED_VIDEO_JSON);
             let views = [view("12345", IpAddr::V6(Ipv6Addr::LOCALHOST), 1); 3];
-            assert_eq!(
-                store.write_views(&views).expect("write"),
-                Persisted::Counted
-            );
-            assert_eq!(
-                store.write_views(&views[..1]).expect("write"),
-                Persisted::Counted
-            );
+            let Persisted::Counted(days) = store.write_views(&views).expect("write") else {
+                panic!("the embedded store counts here");
+            };
+            assert_eq!(days.len(), 1);
+            assert_eq!((days[0].added, days[0].unique_viewers), (3, 1));
+            store.write_views(&views[..1]).expect("write");
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(store.view_count("12345").expect("count"), 4);
@@ -593,6 +771,69 @@ mod tests {
             assert_eq!(ip, &format!("10.0.{}.{}", index / 256, index % 256));
             assert_eq!(*timestamp, 1_000 + index as i64);
         }
+    }
+
+    #[test]
+    fn views_either_side_of_utc_midnight_count_on_their_own_days() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.seed_if_empty().expect("seed");
+        let midnight = 20_000 * 86_400_000; // 2024-10-04T00:00:00Z
+        let a = IpAddr::from([192, 0, 2, 1]);
+        let b = IpAddr::from([192, 0, 2, 2]);
+        let views = [
+            view("12345", a, midnight - 1),
+            view("12345", b, midnight - 1),
+            view("12345", a, midnight - 2),
+            view("12345", a, midnight),
+        ];
+        let Persisted::Counted(mut days) = store.write_views(&views).expect("write") else {
+            panic!("the embedded store counts here");
+        };
+        days.sort_by_key(|update| update.day);
+        let summary: Vec<(i64, u64, u64)> = days
+            .iter()
+            .map(|update| (update.day, update.added, update.unique_viewers))
+            .collect();
+        assert_eq!(summary, vec![(19_999, 3, 2), (20_000, 1, 1)]);
+        // A later batch adds to the day and its uniques (b is new on day 20,000).
+        let Persisted::Counted(days) = store
+            .write_views(&[view("12345", b, midnight + 5)])
+            .expect("write")
+        else {
+            panic!("counted");
+        };
+        assert_eq!((days[0].added, days[0].unique_viewers), (1, 2));
+    }
+
+    #[test]
+    fn a_file_from_before_per_day_counts_is_migrated_with_its_views() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = super::super::epoch_millis();
+        {
+            let mut store = EmbeddedStore::open(dir.path()).expect("open");
+            store.seed_if_empty().expect("seed");
+            let views: Vec<ViewRecord<'_>> = (0..5u8)
+                .map(|n| view("12345", IpAddr::from([198, 51, 100, n % 3]), now))
+                .collect();
+            store.write_views(&views).expect("write");
+            // What an older version left: no per-day rows, schema version 0.
+            store
+                .connection
+                .execute_batch("DELETE FROM view_days; PRAGMA user_version = 0;")
+                .expect("make it old");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen, migrating");
+        let videos = store.load_videos().expect("catalog");
+        assert_eq!(videos[0].views, Some(5), "the total is kept");
+        assert_eq!(
+            videos[0].days,
+            vec![DayCount {
+                day: utc_day(now),
+                views: 5,
+                unique_viewers: 3
+            }]
+        );
     }
 
     #[test]

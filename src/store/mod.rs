@@ -48,13 +48,42 @@ pub fn epoch_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// Days of per-day counts a store loads and the server keeps in memory per video: a year,
+/// the longest range `GET /video/:id/views?from=&to=` may ask for.
+pub const DAYS_KEPT: i64 = 366;
+
+/// The UTC day (days since the Unix epoch) of a time in milliseconds since the epoch.
+pub fn utc_day(timestamp_ms: i64) -> i64 {
+    timestamp_ms.div_euclid(86_400_000)
+}
+
+/// One video's views on one UTC day, as a store counted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    /// Days since the Unix epoch.
+    pub day: i64,
+    pub views: u64,
+    /// Distinct clients that day, estimated (see [`crate::hll`]).
+    pub unique_viewers: u64,
+}
+
+/// What a batch did to one video's day: the views it added, and the day's distinct
+/// clients now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUpdate {
+    pub video_id: String,
+    pub day: i64,
+    pub added: u64,
+    pub unique_viewers: u64,
+}
+
 /// What a store did with a batch it accepted, which tells the batch writer whether to add
 /// the batch to the counts served from memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Persisted {
     /// Committed to this server's own database, whose counts the in-memory catalog
-    /// mirrors: the writer credits them.
-    Counted,
+    /// mirrors: the writer credits them, total and per day.
+    Counted(Vec<DayUpdate>),
     /// Taken by a database shared by several servers (or kept in the outbox until it
     /// answers): counts are read back from it by the catalog watcher, not credited here.
     CountedRemotely,
@@ -73,12 +102,14 @@ pub trait ViewStore: Send + 'static {
 }
 
 /// One stored video: its document as kept, and the views the store counted for it (when
-/// the store keeps counts beside its documents).
+/// the store keeps counts beside its documents), in all and for its recent days.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredVideo {
     pub video_id: String,
     pub document: String,
     pub views: Option<u64>,
+    /// Per-day counts, oldest first, for the days the store keeps them (empty if none).
+    pub days: Vec<DayCount>,
 }
 
 /// Where the catalog watcher reads the catalog and the counts from. Runs on the

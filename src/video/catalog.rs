@@ -9,15 +9,26 @@
 //! one atomic load. A rebuilt catalog gives each video that it keeps the counter of the
 //! entry it replaces, so a view credited to the old entry after the swap is not lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::document::VideoPayload;
 use super::parse;
-use crate::store::StoredVideo;
+use crate::store::{DayCount, StoredVideo, DAYS_KEPT};
+
+/// A video's counts, shared by every entry for it across catalog rebuilds.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Views persisted in all.
+    total: AtomicU64,
+    /// Views and distinct clients per UTC day, for the last [`DAYS_KEPT`] days, when the
+    /// store counts per day.
+    days: Mutex<BTreeMap<i64, (u64, u64)>>,
+}
 
 /// The video a fresh install starts with, exactly as the old service's seeder wrote it.
 pub const SEED_VIDEO_JSON: &str = r#"{"_id":"6213a7299fa2604f1b188ee0","videoId":"12345","title":"Big Buck Bunny","sources":[{"src":"/Big_Buck_Bunny_1080p_surround_FrostWire.com.mp4","size":1080,"type":"video/mp4"},{"src":"/Big_Buck_Bunny_720p_surround_FrostWire.com.mp4","size":720,"type":"video/mp4"}]}"#;
@@ -34,10 +45,10 @@ pub struct CatalogEntry {
     etag: Box<str>,
     /// Each source's `src`, for `--signing-policy catalog`.
     sources: Box<[Box<str>]>,
-    /// Views of this video the store has committed (loaded at start, then advanced by the
-    /// batch writer, or set from a shared store's count by the catalog watcher). Shared
-    /// with the entries that replace this one when the catalog is rebuilt.
-    persisted_views: Arc<AtomicU64>,
+    /// Views of this video the store has committed, in all and per day (loaded at start,
+    /// then advanced by the batch writer, or set from a shared store's count by the catalog
+    /// watcher). Shared with the entries that replace this one when the catalog is rebuilt.
+    counts: Arc<Counts>,
     /// Set when a client asked for the count, so the catalog watcher re-reads it from a
     /// shared store; cleared by the watcher.
     count_wanted: AtomicBool,
@@ -45,10 +56,14 @@ pub struct CatalogEntry {
 
 impl CatalogEntry {
     pub fn new(video: &VideoPayload<'_>, persisted_views: u64) -> Self {
-        Self::with_counter(video, Arc::new(AtomicU64::new(persisted_views)))
+        let counts = Counts {
+            total: AtomicU64::new(persisted_views),
+            days: Mutex::new(BTreeMap::new()),
+        };
+        Self::with_counts(video, Arc::new(counts))
     }
 
-    fn with_counter(video: &VideoPayload<'_>, persisted_views: Arc<AtomicU64>) -> Self {
+    fn with_counts(video: &VideoPayload<'_>, counts: Arc<Counts>) -> Self {
         let mut body = Vec::with_capacity(256);
         video.write_json(&mut body, None);
         let etag = entity_tag(&body);
@@ -61,7 +76,7 @@ impl CatalogEntry {
                 .iter()
                 .map(|source| source.src.as_ref().into())
                 .collect(),
-            persisted_views,
+            counts,
             count_wanted: AtomicBool::new(false),
         }
     }
@@ -86,17 +101,59 @@ impl CatalogEntry {
     }
 
     pub fn persisted_views(&self) -> u64 {
-        self.persisted_views.load(Ordering::Acquire)
+        self.counts.total.load(Ordering::Acquire)
     }
 
     /// Called by the batch writer once views of this video are committed.
     pub fn add_persisted_views(&self, count: u64) {
-        self.persisted_views.fetch_add(count, Ordering::AcqRel);
+        self.counts.total.fetch_add(count, Ordering::AcqRel);
     }
 
     /// Sets the count read from a shared store.
     pub fn set_persisted_views(&self, count: u64) {
-        self.persisted_views.store(count, Ordering::Release);
+        self.counts.total.store(count, Ordering::Release);
+    }
+
+    /// Called by the batch writer once views of `day` are committed: `added` more views,
+    /// and the day's distinct clients now. Days older than [`DAYS_KEPT`] before `day` are
+    /// forgotten.
+    pub fn record_day(&self, day: i64, added: u64, unique_viewers: u64) {
+        let mut days = self.counts.days.lock();
+        let stats = days.entry(day).or_insert((0, 0));
+        stats.0 += added;
+        stats.1 = unique_viewers;
+        while days
+            .first_key_value()
+            .is_some_and(|(oldest, _)| *oldest <= day - DAYS_KEPT)
+        {
+            days.pop_first();
+        }
+    }
+
+    /// Views and distinct clients of each day of `first..=last` that has any, oldest first.
+    pub fn days(&self, first: i64, last: i64) -> Vec<DayCount> {
+        self.counts
+            .days
+            .lock()
+            .range(first..=last)
+            .map(|(day, (views, unique_viewers))| DayCount {
+                day: *day,
+                views: *views,
+                unique_viewers: *unique_viewers,
+            })
+            .collect()
+    }
+
+    /// Views and distinct clients on `day` (zeros if none).
+    pub fn day(&self, day: i64) -> (u64, u64) {
+        self.counts.days.lock().get(&day).copied().unwrap_or((0, 0))
+    }
+
+    fn load_days(&self, stored: &[DayCount]) {
+        let mut days = self.counts.days.lock();
+        for day in stored {
+            days.insert(day.day, (day.views, day.unique_viewers));
+        }
     }
 
     /// Asks the catalog watcher (if it reads counts) to re-read this video's count soon.
@@ -163,10 +220,12 @@ impl Catalog {
                 }
             };
             let entry = match previous.and_then(|catalog| catalog.get(&video.video_id)) {
-                Some(known) => {
-                    CatalogEntry::with_counter(&document, Arc::clone(&known.persisted_views))
+                Some(known) => CatalogEntry::with_counts(&document, Arc::clone(&known.counts)),
+                None => {
+                    let entry = CatalogEntry::new(&document, video.views.unwrap_or(0));
+                    entry.load_days(&video.days);
+                    entry
                 }
-                None => CatalogEntry::new(&document, video.views.unwrap_or(0)),
             };
             entries.insert(entry.video_id.clone(), Arc::new(entry));
         }
@@ -223,6 +282,7 @@ mod tests {
             video_id: video_id.into(),
             document: document.into(),
             views,
+            days: Vec::new(),
         }
     }
 

@@ -205,6 +205,7 @@ mod tests {
             video_id: "12345".into(),
             document: SEED_VIDEO_JSON.into(),
             views: Some(3),
+            days: Vec::new(),
         }
     }
 
@@ -235,6 +236,7 @@ mod tests {
             video_id: "new".into(),
             document: r#"{"videoId":"new","title":"n","sources":[]}"#.into(),
             views: None,
+            days: Vec::new(),
         });
         source.changed.store(true, Ordering::Release);
         assert!(wait_for(|| catalog.load().get("new").is_some()), "reloaded");

@@ -17,6 +17,7 @@
 //! full and many batches queued, that took minutes) and reports every view it could not
 //! write.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -27,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::ViewEvent;
 use crate::backoff::{Backoff, Jitter};
 use crate::metrics::Metrics;
-use crate::store::{Persisted, ViewRecord, ViewStore};
+use crate::store::{DayUpdate, Persisted, ViewRecord, ViewStore};
 
 /// When a batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,8 +282,8 @@ impl<S: ViewStore> BatchWriter<S> {
             match self.store.write_views(&records) {
                 Ok(persisted) => {
                     let count = batch.views.len() as u64;
-                    if persisted == Persisted::Counted {
-                        credit_counts(&batch.views);
+                    if let Persisted::Counted(days) = persisted {
+                        credit_counts(&batch.views, &days);
                     }
                     self.metrics.views_persisted.inc_by(count);
                     self.metrics.batch_size.observe(count as f64);
@@ -320,9 +321,22 @@ impl<S: ViewStore> BatchWriter<S> {
 /// were recorded against. A catalog reload gives a video's new entry the same counter as
 /// its old one (see [`crate::video::Catalog::from_stored`]), so a view queued before a reload
 /// still lands in the count served after it.
-fn credit_counts(views: &[ViewEvent]) {
+fn credit_counts(views: &[ViewEvent], days: &[DayUpdate]) {
     for view in views {
         view.video.add_persisted_views(1);
+    }
+    if days.is_empty() {
+        return;
+    }
+    let mut entries: HashMap<&str, &ViewEvent> = HashMap::new();
+    for view in views {
+        entries.entry(view.video.video_id()).or_insert(view);
+    }
+    for day in days {
+        if let Some(view) = entries.get(day.video_id.as_str()) {
+            view.video
+                .record_day(day.day, day.added, day.unique_viewers);
+        }
     }
 }
 
@@ -361,7 +375,7 @@ mod tests {
             Ok(if self.counted_remotely {
                 Persisted::CountedRemotely
             } else {
-                Persisted::Counted
+                Persisted::Counted(Vec::new())
             })
         }
     }
@@ -419,6 +433,38 @@ mod tests {
             "the rest at shutdown"
         );
         assert_eq!(video.persisted_views(), 15);
+    }
+
+    #[test]
+    fn per_day_counts_reported_by_the_store_reach_the_catalog_entry() {
+        let video = entry();
+        let views = vec![view(&video), view(&video)];
+        let days = [
+            DayUpdate {
+                video_id: "12345".into(),
+                day: 20_000,
+                added: 2,
+                unique_viewers: 1,
+            },
+            DayUpdate {
+                video_id: "not-in-this-batch".into(),
+                day: 20_000,
+                added: 9,
+                unique_viewers: 9,
+            },
+        ];
+        credit_counts(&views, &days);
+        credit_counts(
+            &views[..1],
+            &[DayUpdate {
+                added: 1,
+                unique_viewers: 2,
+                ..days[0].clone()
+            }],
+        );
+        assert_eq!(video.persisted_views(), 3);
+        assert_eq!(video.day(20_000), (3, 2));
+        assert_eq!(video.day(19_999), (0, 0));
     }
 
     #[test]

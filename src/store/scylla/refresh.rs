@@ -27,6 +27,7 @@ impl CatalogSource for ScyllaCatalogStore {
                 document,
                 // Counts come from the rollups, read on demand.
                 views: None,
+                days: Vec::new(),
             })
             .collect())
     }

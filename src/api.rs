@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use crate::calendar;
 use crate::cors::CorsOrigins;
 use crate::health::Health;
 use crate::http::{conditional, HttpError, Request, Response, Service};
 use crate::json;
 use crate::limiter::{RateLimit, RateLimiter, ViewDedup};
 use crate::metrics::Metrics;
+use crate::store::{epoch_millis, utc_day, DAYS_KEPT};
 use crate::token::access::Refusal;
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
 use crate::video::{self, SharedCatalog, VideoPayload};
@@ -145,6 +147,46 @@ impl Route<'_> {
     }
 }
 
+/// The days `?from=YYYY-MM-DD&to=YYYY-MM-DD` asks for (UTC, both ends included, at most
+/// [`DAYS_KEPT`]), if it asks; a message naming the parameter if it is wrong.
+fn days_asked(request: &Request<'_>) -> Result<Option<(i64, i64)>, String> {
+    let query = request
+        .target
+        .split_once('?')
+        .map_or("", |(_, query)| query);
+    let (mut from, mut to) = (None, None);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("from", value)) => from = Some(value),
+            Some(("to", value)) => to = Some(value),
+            _ => {}
+        }
+    }
+    let parse = |name: &str, value: &str| {
+        calendar::parse_date(value).map_err(|error| format!("query parameter {name:?}: {error}"))
+    };
+    match (from, to) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("query parameter \"to\" is required with \"from\"".into()),
+        (None, Some(_)) => Err("query parameter \"from\" is required with \"to\"".into()),
+        (Some(from), Some(to)) => {
+            let (first, last) = (parse("from", from)?, parse("to", to)?);
+            if first > last {
+                return Err(format!(
+                    "query parameter \"from\" ({from}) is after \"to\" ({to})"
+                ));
+            }
+            if last - first + 1 > DAYS_KEPT {
+                return Err(format!(
+                    "query parameters \"from\" and \"to\" span {} days; at most {DAYS_KEPT}",
+                    last - first + 1
+                ));
+            }
+            Ok(Some((first, last)))
+        }
+    }
+}
+
 /// Maps a path (no query string) to its route. A trailing slash is ignored, as the old
 /// Express service ignored it.
 fn route(path: &str) -> Route<'_> {
@@ -184,6 +226,9 @@ pub struct ApiSettings {
     /// Plays of one video by one client within this window count once
     /// (`--view-dedup-seconds`); `None`: every play counts.
     pub view_dedup: Option<std::time::Duration>,
+    /// Whether the store counts views per day (the embedded store does; ScyllaDB not yet),
+    /// so that `GET /video/:id/views` can answer `today`, unique viewers and `days`.
+    pub days_counted: bool,
 }
 
 /// The video service: everything a request handler needs, shared by all connections.
@@ -205,6 +250,8 @@ pub struct VideoApi {
     rate_limiter: Option<RateLimiter>,
     /// Repeated plays counted once, when configured.
     view_dedup: Option<ViewDedup>,
+    /// Whether per-day counts are kept (see [`ApiSettings::days_counted`]).
+    days_counted: bool,
     /// CORS headers, sent on every response.
     common_headers: Vec<u8>,
 }
@@ -232,6 +279,7 @@ impl VideoApi {
             cors: settings.cors,
             rate_limiter: settings.rate_limit.map(RateLimiter::new),
             view_dedup: settings.view_dedup.map(ViewDedup::new),
+            days_counted: settings.days_counted,
             common_headers,
         }
     }
@@ -401,14 +449,23 @@ impl VideoApi {
             response.set_json_error(404, &format!("video {id:?} not found"));
             return;
         };
+        let range = match days_asked(request) {
+            Ok(range) => range,
+            Err(message) => {
+                response.set_json_error(400, &message);
+                return;
+            }
+        };
         entry.want_count();
         let views = entry.persisted_views();
-        // The count is the whole of what changes: it makes the tag (`"v12"`), on the stack.
-        let mut tag = [0u8; 24];
+        let today = utc_day(epoch_millis());
+        // The count and the day are the whole of what changes (every view adds to the
+        // count; midnight resets "today"): they make the tag (`"v12d20789"`), on the stack.
+        let mut tag = [0u8; 48];
         let unused = {
             let mut rest = &mut tag[..];
-            // 24 bytes hold any u64 with its quotes.
-            let _ = write!(rest, "\"v{views}\"");
+            // 48 bytes hold any u64 and any day with the quotes.
+            let _ = write!(rest, "\"v{views}d{today}\"");
             rest.len()
         };
         let etag = std::str::from_utf8(&tag[..tag.len() - unused]).unwrap_or_default();
@@ -421,6 +478,34 @@ impl VideoApi {
         json::write_string(body, entry.video_id());
         body.extend_from_slice(b",\"views\":");
         json::write_u64(body, views);
+        if self.days_counted {
+            let (today_views, today_uniques) = entry.day(today);
+            body.extend_from_slice(b",\"today\":");
+            json::write_u64(body, today_views);
+            body.extend_from_slice(b",\"uniqueViewersToday\":");
+            json::write_u64(body, today_uniques);
+            if let Some((first, last)) = range {
+                let mut counted = entry.days(first, last).into_iter().peekable();
+                body.extend_from_slice(b",\"days\":[");
+                for day in first..=last {
+                    let (day_views, day_uniques) = match counted.next_if(|count| count.day == day) {
+                        Some(count) => (count.views, count.unique_viewers),
+                        None => (0, 0),
+                    };
+                    if day > first {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(b"{\"date\":\"");
+                    calendar::write_date(body, day);
+                    body.extend_from_slice(b"\",\"views\":");
+                    json::write_u64(body, day_views);
+                    body.extend_from_slice(b",\"uniqueViewers\":");
+                    json::write_u64(body, day_uniques);
+                    body.push(b'}');
+                }
+                body.push(b']');
+            }
+        }
         body.push(b'}');
     }
 

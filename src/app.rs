@@ -126,6 +126,7 @@ impl App {
                 rate_limit: config.rate_limit,
                 view_dedup: (config.view_dedup_seconds > 0)
                     .then(|| Duration::from_secs(u64::from(config.view_dedup_seconds))),
+                days_counted: config.store == StoreKind::Embedded,
             },
         );
         let http_config = config.http();

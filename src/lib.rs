@@ -25,6 +25,7 @@
 //! - [`json`]: writing JSON straight into response buffers.
 //! - [`backoff`]: the one capped, jittered backoff every retry uses.
 //! - [`hll`]: unique viewers as mergeable HyperLogLog sketches.
+//! - [`calendar`]: UTC dates (`YYYY-MM-DD`) and day numbers.
 //! - [`app`]: starting and stopping it all in order.
 //!
 //! ```text
@@ -37,6 +38,7 @@
 pub mod api;
 pub mod app;
 pub mod backoff;
+pub mod calendar;
 pub mod config;
 pub mod cors;
 pub mod health;

@@ -88,16 +88,19 @@ fn a_revalidated_play_is_a_304_and_still_counts_as_a_view() {
 #[test]
 fn counts_revalidate_until_a_view_changes_them() {
     let server = Server::start(&[]);
+    // The tag is the count and the UTC day ("today" in the answer resets at midnight).
+    let today = video_server::store::utc_day(video_server::store::epoch_millis());
+    let (none, one) = (format!("\"v0d{today}\""), format!("\"v1d{today}\""));
     let count = server.get("/video/12345/views");
-    assert_eq!(count.header("etag"), Some("\"v0\""));
-    let same = server.get_with("/video/12345/views", &[("If-None-Match", "\"v0\"")]);
+    assert_eq!(count.header("etag"), Some(none.as_str()));
+    let same = server.get_with("/video/12345/views", &[("If-None-Match", &none)]);
     assert_eq!(same.status, 304);
     assert!(same.body.is_empty());
     server.get("/video/12345");
     server.wait_for_views("12345", 1);
-    let moved = server.get_with("/video/12345/views", &[("If-None-Match", "\"v0\"")]);
+    let moved = server.get_with("/video/12345/views", &[("If-None-Match", &none)]);
     assert_eq!(moved.status, 200);
-    assert_eq!(moved.header("etag"), Some("\"v1\""));
+    assert_eq!(moved.header("etag"), Some(one.as_str()));
     assert_eq!(moved.json()["views"], 1);
 }
 

@@ -73,6 +73,11 @@ fn schemathesis_finds_the_server_conforming_to_its_document() {
             &format!("http://{}/openapi.json", server.addr),
             "--checks",
             "all",
+            // The one check left out: "a schema-valid request is accepted". OpenAPI 3.0 cannot
+            // say that `from` needs `to`, or that the range is at most 366 days, so a lone
+            // `to=2000-01-01` is schema-valid and our documented 400 names what is missing.
+            "--exclude-checks",
+            "positive_data_acceptance",
             // Not the stateful phase: our API has no links between operations to follow,
             // and its link inference crashes (Schemathesis 4.32.5, `ValueError: Invalid IPv6
             // URL` in urlsplit) when a generated `src` puts a `[` in a signed URL we return.

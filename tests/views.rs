@@ -137,3 +137,92 @@ fn views_under_concurrent_load_are_all_counted() {
     assert_eq!(server.wait_for_views("12345", 1600), 1600);
     assert_eq!(server.metric("views_dropped_total"), 0.0);
 }
+
+/// `YYYY-MM-DD` of the UTC day `offset` days from today.
+fn utc_date(offset: i64) -> String {
+    let today = video_server::store::utc_day(video_server::store::epoch_millis());
+    let mut out = Vec::new();
+    video_server::calendar::write_date(&mut out, today + offset);
+    String::from_utf8(out).expect("ascii")
+}
+
+#[test]
+fn counts_per_day_and_unique_viewers_are_served_and_survive_a_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(data.path(), &["--trusted-proxies", "127.0.0.0/8"]);
+    // Five plays by two clients (behind our trusted proxy).
+    for client in [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.2",
+    ] {
+        let play = server.get_with("/video/12345", &[("X-Forwarded-For", client)]);
+        assert_eq!(play.status, 200);
+    }
+    assert_eq!(server.wait_for_views("12345", 5), 5);
+    let counts = server.get("/video/12345/views").json();
+    assert_eq!(counts["views"], 5);
+    assert_eq!(counts["today"], 5);
+    assert_eq!(counts["uniqueViewersToday"], 2);
+    assert!(
+        counts.get("days").is_none(),
+        "days only when asked: {counts}"
+    );
+
+    let (yesterday, today) = (utc_date(-1), utc_date(0));
+    let asked = server
+        .get(&format!("/video/12345/views?from={yesterday}&to={today}"))
+        .json();
+    assert_eq!(
+        asked["days"],
+        serde_json::json!([
+            {"date": yesterday, "views": 0, "uniqueViewers": 0},
+            {"date": today, "views": 5, "uniqueViewers": 2},
+        ])
+    );
+    assert!(server.terminate().success());
+
+    let restarted = Server::start_in(data.path(), &[]);
+    let counts = restarted.get("/video/12345/views").json();
+    assert_eq!(
+        (
+            counts["today"].as_u64(),
+            counts["uniqueViewersToday"].as_u64()
+        ),
+        (Some(5), Some(2))
+    );
+}
+
+#[test]
+fn bad_day_ranges_are_refused_naming_the_parameter() {
+    let server = Server::start(&[]);
+    let today = utc_date(0);
+    let year_ago = utc_date(-366);
+    for (query, named) in [
+        (format!("from={today}"), "\"to\""),
+        (format!("to={today}"), "\"from\""),
+        (format!("from=2024-02-30&to={today}"), "\"from\""),
+        (format!("from={today}&to=tomorrow"), "\"to\""),
+        (format!("from={today}&to={year_ago}"), "\"from\""),
+        (format!("from={year_ago}&to={today}"), "367 days"),
+    ] {
+        let response = server.get(&format!("/video/12345/views?{query}"));
+        assert_eq!(response.status, 400, "{query}");
+        assert!(
+            response.error().contains(named),
+            "{query}: {}",
+            response.error()
+        );
+    }
+    let whole_year = server.get(&format!(
+        "/video/12345/views?from={}&to={today}",
+        utc_date(-365)
+    ));
+    assert_eq!(whole_year.status, 200);
+    assert_eq!(
+        whole_year.json()["days"].as_array().map(Vec::len),
+        Some(366)
+    );
+}

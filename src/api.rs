@@ -4,7 +4,8 @@
 //! | --- | --- | --- | --- |
 //! | `/video/token` | POST | check the API key (401) and the video (400, and 403 under `--signing-policy catalog`), then sign every source for the next CDN | `no-store` |
 //! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view, a 304 included | `private, no-cache` + `ETag` |
-//! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far | `no-cache` + `ETag` |
+//! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far: in all, today, unique viewers today, per day on request | `no-cache` + `ETag` |
+//! | `/videos/top` | GET, HEAD | the videos with the most views on a day (embedded store) | `no-cache` |
 //! | `/healthz` | GET, HEAD | `{"status":"ok"}` | `no-store` |
 //! | `/metrics` | GET, HEAD | Prometheus text format | `no-store` |
 //! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against | `no-store` |
@@ -48,6 +49,7 @@ enum Route<'p> {
     Token,
     Video(&'p str),
     VideoViews(&'p str),
+    TopVideos,
     Health,
     Metrics,
     Plaintext,
@@ -68,11 +70,12 @@ pub enum RouteKind {
     OpenApi,
     NotFound,
     Rejected,
+    TopVideos,
 }
 
 impl RouteKind {
     /// Every kind, in metrics index order.
-    pub const ALL: [RouteKind; 9] = [
+    pub const ALL: [RouteKind; 10] = [
         RouteKind::Token,
         RouteKind::Video,
         RouteKind::VideoViews,
@@ -82,6 +85,7 @@ impl RouteKind {
         RouteKind::OpenApi,
         RouteKind::NotFound,
         RouteKind::Rejected,
+        RouteKind::TopVideos,
     ];
 
     /// The `route` label of its metrics.
@@ -96,6 +100,7 @@ impl RouteKind {
             RouteKind::OpenApi => "openapi",
             RouteKind::NotFound => "not_found",
             RouteKind::Rejected => "rejected",
+            RouteKind::TopVideos => "videos_top",
         }
     }
 
@@ -125,6 +130,7 @@ impl Route<'_> {
             Route::Token => RouteKind::Token,
             Route::Video(_) => RouteKind::Video,
             Route::VideoViews(_) => RouteKind::VideoViews,
+            Route::TopVideos => RouteKind::TopVideos,
             Route::Health => RouteKind::Health,
             Route::Metrics => RouteKind::Metrics,
             Route::Plaintext => RouteKind::Plaintext,
@@ -137,7 +143,7 @@ impl Route<'_> {
     fn allowed_methods(&self) -> &'static str {
         match self {
             Route::Token => "GET, HEAD, POST, OPTIONS",
-            Route::Video(_) | Route::VideoViews(_) => "GET, HEAD, OPTIONS",
+            Route::Video(_) | Route::VideoViews(_) | Route::TopVideos => "GET, HEAD, OPTIONS",
             Route::Health
             | Route::Metrics
             | Route::Plaintext
@@ -150,10 +156,7 @@ impl Route<'_> {
 /// The days `?from=YYYY-MM-DD&to=YYYY-MM-DD` asks for (UTC, both ends included, at most
 /// [`DAYS_KEPT`]), if it asks; a message naming the parameter if it is wrong.
 fn days_asked(request: &Request<'_>) -> Result<Option<(i64, i64)>, String> {
-    let query = request
-        .target
-        .split_once('?')
-        .map_or("", |(_, query)| query);
+    let query = query_of(request);
     let (mut from, mut to) = (None, None);
     for pair in query.split('&') {
         match pair.split_once('=') {
@@ -187,6 +190,23 @@ fn days_asked(request: &Request<'_>) -> Result<Option<(i64, i64)>, String> {
     }
 }
 
+/// Ends a day's JSON object: `,"views":N,"uniqueViewers":U}`.
+fn write_day_counts(body: &mut Vec<u8>, views: u64, unique_viewers: u64) {
+    body.extend_from_slice(b",\"views\":");
+    json::write_u64(body, views);
+    body.extend_from_slice(b",\"uniqueViewers\":");
+    json::write_u64(body, unique_viewers);
+    body.push(b'}');
+}
+
+/// The query string of the request target (empty if none).
+fn query_of<'r>(request: &Request<'r>) -> &'r str {
+    request
+        .target
+        .split_once('?')
+        .map_or("", |(_, query)| query)
+}
+
 /// Maps a path (no query string) to its route. A trailing slash is ignored, as the old
 /// Express service ignored it.
 fn route(path: &str) -> Route<'_> {
@@ -200,6 +220,7 @@ fn route(path: &str) -> Route<'_> {
         "/metrics" => return Route::Metrics,
         "/plaintext" => return Route::Plaintext,
         "/openapi.json" => return Route::OpenApi,
+        "/videos/top" => return Route::TopVideos,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/video/") else {
@@ -297,6 +318,7 @@ impl VideoApi {
             Route::Token if get_or_head => self.serve_video("token", request, response),
             Route::Video(id) if get_or_head => self.serve_video(id, request, response),
             Route::VideoViews(id) if get_or_head => self.serve_view_count(id, request, response),
+            Route::TopVideos if get_or_head => self.serve_top_videos(request, response),
             Route::Health if get_or_head => self.serve_health(response),
             Route::Metrics if get_or_head => {
                 response
@@ -497,16 +519,78 @@ impl VideoApi {
                     }
                     body.extend_from_slice(b"{\"date\":\"");
                     calendar::write_date(body, day);
-                    body.extend_from_slice(b"\",\"views\":");
-                    json::write_u64(body, day_views);
-                    body.extend_from_slice(b",\"uniqueViewers\":");
-                    json::write_u64(body, day_uniques);
-                    body.push(b'}');
+                    body.push(b'"');
+                    write_day_counts(body, day_views, day_uniques);
                 }
                 body.push(b']');
             }
         }
         body.push(b'}');
+    }
+
+    /// `GET /videos/top?date=YYYY-MM-DD&limit=N`: the videos with the most views that day
+    /// (default today, 10, at most 100), from the per-day counts in memory.
+    fn serve_top_videos(&self, request: &Request<'_>, response: &mut Response) {
+        let (mut date, mut limit) = (None, None);
+        for pair in query_of(request).split('&') {
+            match pair.split_once('=') {
+                Some(("date", value)) => date = Some(value),
+                Some(("limit", value)) => limit = Some(value),
+                _ => {}
+            }
+        }
+        let day = match date.map(calendar::parse_date) {
+            None => utc_day(epoch_millis()),
+            Some(Ok(day)) => day,
+            Some(Err(error)) => {
+                response.set_json_error(400, &format!("query parameter \"date\": {error}"));
+                return;
+            }
+        };
+        let limit = match limit.map(|text| text.parse::<usize>()) {
+            None => 10,
+            Some(Ok(limit @ 1..=100)) => limit,
+            Some(_) => {
+                response.set_json_error(
+                    400,
+                    "query parameter \"limit\" must be a whole number from 1 to 100",
+                );
+                return;
+            }
+        };
+        if !self.days_counted {
+            response.set_json_error(
+                501,
+                "videos by views per day are counted by the embedded store only (for now)",
+            );
+            return;
+        }
+        let catalog = self.catalog.load();
+        let mut ranked: Vec<(&str, u64, u64)> = catalog
+            .entries()
+            .map(|entry| {
+                let (views, unique_viewers) = entry.day(day);
+                (entry.video_id(), views, unique_viewers)
+            })
+            .filter(|(_, views, _)| *views > 0)
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        ranked.truncate(limit);
+        response.add_header("Cache-Control", REVALIDATE.as_bytes());
+        response.set_content_type("application/json");
+        let body = &mut response.body;
+        body.extend_from_slice(b"{\"date\":\"");
+        calendar::write_date(body, day);
+        body.extend_from_slice(b"\",\"videos\":[");
+        for (index, (video_id, views, unique_viewers)) in ranked.into_iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"videoId\":");
+            json::write_string(body, video_id);
+            write_day_counts(body, views, unique_viewers);
+        }
+        body.extend_from_slice(b"]}");
     }
 
     /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which

@@ -226,3 +226,64 @@ fn bad_day_ranges_are_refused_naming_the_parameter() {
         Some(366)
     );
 }
+
+#[test]
+fn the_top_videos_of_a_day_are_ranked_by_views() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let catalog = data.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"videoId":"a","title":"A","sources":[]},{"videoId":"b","title":"B","sources":[]},{"videoId":"c","title":"C","sources":[]}]"#,
+    )
+    .expect("write catalog");
+    let server = Server::start_in(
+        data.path(),
+        &[
+            "--catalog",
+            catalog.to_str().expect("utf-8 path"),
+            "--trusted-proxies",
+            "127.0.0.0/8",
+        ],
+    );
+    for (video, plays) in [("a", 2), ("b", 5), ("12345", 2)] {
+        for play in 0..plays {
+            let client = format!("198.51.100.{play}");
+            let response =
+                server.get_with(&format!("/video/{video}"), &[("X-Forwarded-For", &client)]);
+            assert_eq!(response.status, 200);
+        }
+    }
+    assert_eq!(server.wait_for_views("b", 5), 5);
+    assert_eq!(server.wait_for_views("a", 2), 2);
+    assert_eq!(server.wait_for_views("12345", 2), 2);
+    let top = server.get("/videos/top").json();
+    assert_eq!(top["date"], utc_date(0));
+    assert_eq!(
+        top["videos"],
+        serde_json::json!([
+            {"videoId": "b", "views": 5, "uniqueViewers": 5},
+            {"videoId": "12345", "views": 2, "uniqueViewers": 2},
+            {"videoId": "a", "views": 2, "uniqueViewers": 2},
+        ]),
+        "most views first, ties by id, unwatched videos left out"
+    );
+    let one = server.get("/videos/top?limit=1").json();
+    assert_eq!(one["videos"].as_array().map(Vec::len), Some(1));
+    let yesterday = server
+        .get(&format!("/videos/top?date={}", utc_date(-1)))
+        .json();
+    assert_eq!(yesterday["videos"], serde_json::json!([]));
+    for (query, named) in [
+        ("limit=0", "\"limit\""),
+        ("limit=101", "\"limit\""),
+        ("date=2024-13-01", "\"date\""),
+    ] {
+        let refused = server.get(&format!("/videos/top?{query}"));
+        assert_eq!(refused.status, 400, "{query}");
+        assert!(
+            refused.error().contains(named),
+            "{query}: {}",
+            refused.error()
+        );
+    }
+}

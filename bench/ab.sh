@@ -43,6 +43,22 @@ cp target/release/video-server "$work/video-server-new"
 
 hz=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# CPU ticks of the batch writer thread (named view-writer) of process $1.
+writer_ticks() {
+  local task
+  for task in /proc/"$1"/task/*; do
+    if [ "$(cat "$task/comm" 2>/dev/null)" = view-writer ]; then
+      sed 's/^.*) //' "$task/stat" | awk '{ print $12 + $13 }'
+      return
+    fi
+  done
+  echo 0
+}
+
+# The median of the numbers on standard input.
+median() {
+  sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 results="$work/results.txt"
 : >"$results"
@@ -56,26 +72,30 @@ for round in $(seq "$rounds"); do
       wait_ready "$port" "$pid"
       taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s -s "bench/wrk/$route.lua" "http://127.0.0.1:$port" >/dev/null
       before=$(cpu_ticks "$pid")
+      writer_before=$(writer_ticks "$pid")
       requests=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
         "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }')
       after=$(cpu_ticks "$pid")
+      writer_after=$(writer_ticks "$pid")
       stop_server "$pid"
       rm -rf "$data_dir"
       data_dir=""
       awk -v route="$route" -v build="$build" -v round="$round" -v ticks=$((after - before)) \
-        -v n="$requests" -v hz="$hz" \
-        'BEGIN { printf "%s %s %d %.3f\n", route, build, round, ticks / hz * 1e6 / n }' |
+        -v writer=$((writer_after - writer_before)) -v n="$requests" -v hz="$hz" \
+        'BEGIN { printf "%s %s %d %.3f %.3f\n", route, build, round, ticks / hz * 1e6 / n, writer / hz * 1e6 / n }' |
         tee -a "$results"
     done
   done
 done
 
 echo
-echo "server CPU per request, µs (median of $rounds rounds; $rev = old, working tree = new)"
+echo "server CPU per request, µs (median of $rounds rounds; $rev = old, working tree = new);"
+echo "for GET /video/12345, every request is a view: 'writer' is the batch writer thread's CPU per view"
 for route in token video; do
-  old=$(awk -v r="$route" '$1 == r && $2 == "old" { print $4 }' "$results" | sort -n |
-    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-  new=$(awk -v r="$route" '$1 == r && $2 == "new" { print $4 }' "$results" | sort -n |
-    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  old=$(awk -v r="$route" '$1 == r && $2 == "old" { print $4 }' "$results" | median)
+  new=$(awk -v r="$route" '$1 == r && $2 == "new" { print $4 }' "$results" | median)
   awk -v r="$route" -v o="$old" -v n="$new" 'BEGIN { printf "%-6s old %.2f  new %.2f  new/old %.3f\n", r, o, n, n / o }'
 done
+old=$(awk '$1 == "video" && $2 == "old" { print $5 }' "$results" | median)
+new=$(awk '$1 == "video" && $2 == "new" { print $5 }' "$results" | median)
+awk -v o="$old" -v n="$new" 'BEGIN { printf "writer old %.3f  new %.3f  new/old %.3f (per view)\n", o, n, (o > 0) ? n / o : 0 }'

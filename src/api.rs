@@ -5,6 +5,7 @@
 //! | `/video/token` | POST | check the API key (401) and the video (400, and 403 under `--signing-policy catalog`), then sign every source for the next CDN | `no-store` |
 //! | `/video/:videoId` | GET, HEAD | the catalog video, or 404; a GET records a view, a 304 included | `private, no-cache` + `ETag` |
 //! | `/video/:videoId/views` | GET, HEAD | views of that video persisted so far: in all, today, unique viewers today, per day on request | `no-cache` + `ETag` |
+//! | `/videos` | GET, HEAD | the catalog, a page at a time in `videoId` order (`?limit=&after=`) | `no-cache` |
 //! | `/videos/top` | GET, HEAD | the videos with the most views on a day (embedded store) | `no-cache` |
 //! | `/healthz` | GET, HEAD | `{"status":"ok"}` | `no-store` |
 //! | `/metrics` | GET, HEAD | Prometheus text format | `no-store` |
@@ -50,6 +51,7 @@ enum Route<'p> {
     Video(&'p str),
     VideoViews(&'p str),
     TopVideos,
+    Videos,
     Health,
     Metrics,
     Plaintext,
@@ -71,11 +73,12 @@ pub enum RouteKind {
     NotFound,
     Rejected,
     TopVideos,
+    Videos,
 }
 
 impl RouteKind {
     /// Every kind, in metrics index order.
-    pub const ALL: [RouteKind; 10] = [
+    pub const ALL: [RouteKind; 11] = [
         RouteKind::Token,
         RouteKind::Video,
         RouteKind::VideoViews,
@@ -86,6 +89,7 @@ impl RouteKind {
         RouteKind::NotFound,
         RouteKind::Rejected,
         RouteKind::TopVideos,
+        RouteKind::Videos,
     ];
 
     /// The `route` label of its metrics.
@@ -101,6 +105,7 @@ impl RouteKind {
             RouteKind::NotFound => "not_found",
             RouteKind::Rejected => "rejected",
             RouteKind::TopVideos => "videos_top",
+            RouteKind::Videos => "videos",
         }
     }
 
@@ -131,6 +136,7 @@ impl Route<'_> {
             Route::Video(_) => RouteKind::Video,
             Route::VideoViews(_) => RouteKind::VideoViews,
             Route::TopVideos => RouteKind::TopVideos,
+            Route::Videos => RouteKind::Videos,
             Route::Health => RouteKind::Health,
             Route::Metrics => RouteKind::Metrics,
             Route::Plaintext => RouteKind::Plaintext,
@@ -143,7 +149,9 @@ impl Route<'_> {
     fn allowed_methods(&self) -> &'static str {
         match self {
             Route::Token => "GET, HEAD, POST, OPTIONS",
-            Route::Video(_) | Route::VideoViews(_) | Route::TopVideos => "GET, HEAD, OPTIONS",
+            Route::Video(_) | Route::VideoViews(_) | Route::TopVideos | Route::Videos => {
+                "GET, HEAD, OPTIONS"
+            }
             Route::Health
             | Route::Metrics
             | Route::Plaintext
@@ -199,6 +207,15 @@ fn write_day_counts(body: &mut Vec<u8>, views: u64, unique_viewers: u64) {
     body.push(b'}');
 }
 
+/// A listing's `limit` parameter: `default` when absent, `None` unless it is 1 to 100.
+fn page_limit(limit: Option<&str>, default: usize) -> Option<usize> {
+    match limit.map(str::parse::<usize>) {
+        None => Some(default),
+        Some(Ok(limit @ 1..=100)) => Some(limit),
+        Some(_) => None,
+    }
+}
+
 /// The query string of the request target (empty if none).
 fn query_of<'r>(request: &Request<'r>) -> &'r str {
     request
@@ -221,6 +238,7 @@ fn route(path: &str) -> Route<'_> {
         "/plaintext" => return Route::Plaintext,
         "/openapi.json" => return Route::OpenApi,
         "/videos/top" => return Route::TopVideos,
+        "/videos" => return Route::Videos,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/video/") else {
@@ -319,6 +337,7 @@ impl VideoApi {
             Route::Video(id) if get_or_head => self.serve_video(id, request, response),
             Route::VideoViews(id) if get_or_head => self.serve_view_count(id, request, response),
             Route::TopVideos if get_or_head => self.serve_top_videos(request, response),
+            Route::Videos if get_or_head => self.serve_catalog_page(request, response),
             Route::Health if get_or_head => self.serve_health(response),
             Route::Metrics if get_or_head => {
                 response
@@ -528,6 +547,45 @@ impl VideoApi {
         body.push(b'}');
     }
 
+    /// `GET /videos?limit=N&after=ID`: up to `limit` (default 20, at most 100) catalog
+    /// documents in `videoId` order after `after`, and the `next` value to ask for the
+    /// following page (`null` on the last).
+    fn serve_catalog_page(&self, request: &Request<'_>, response: &mut Response) {
+        let (mut limit, mut after) = (None, None);
+        for pair in query_of(request).split('&') {
+            match pair.split_once('=') {
+                Some(("limit", value)) => limit = Some(value),
+                Some(("after", value)) => after = Some(decode_segment(value)),
+                _ => {}
+            }
+        }
+        let Some(limit) = page_limit(limit, 20) else {
+            response.set_json_error(
+                400,
+                "query parameter \"limit\" must be a whole number from 1 to 100",
+            );
+            return;
+        };
+        let catalog = self.catalog.load();
+        let (page, more) = catalog.page(after.as_deref(), limit);
+        response.add_header("Cache-Control", REVALIDATE.as_bytes());
+        response.set_content_type("application/json");
+        let body = &mut response.body;
+        body.extend_from_slice(b"{\"videos\":[");
+        for (index, entry) in page.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(entry.body());
+        }
+        body.extend_from_slice(b"],\"next\":");
+        match page.last() {
+            Some(last) if more => json::write_string(body, last.video_id()),
+            _ => body.extend_from_slice(b"null"),
+        }
+        body.push(b'}');
+    }
+
     /// `GET /videos/top?date=YYYY-MM-DD&limit=N`: the videos with the most views that day
     /// (default today, 10, at most 100), from the per-day counts in memory.
     fn serve_top_videos(&self, request: &Request<'_>, response: &mut Response) {
@@ -547,16 +605,12 @@ impl VideoApi {
                 return;
             }
         };
-        let limit = match limit.map(|text| text.parse::<usize>()) {
-            None => 10,
-            Some(Ok(limit @ 1..=100)) => limit,
-            Some(_) => {
-                response.set_json_error(
-                    400,
-                    "query parameter \"limit\" must be a whole number from 1 to 100",
-                );
-                return;
-            }
+        let Some(limit) = page_limit(limit, 10) else {
+            response.set_json_error(
+                400,
+                "query parameter \"limit\" must be a whole number from 1 to 100",
+            );
+            return;
         };
         if !self.days_counted {
             response.set_json_error(

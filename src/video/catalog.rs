@@ -190,6 +190,8 @@ pub type SharedCatalog = Arc<ArcSwap<Catalog>>;
 #[derive(Debug, Default)]
 pub struct Catalog {
     entries: HashMap<Box<str>, Arc<CatalogEntry>>,
+    /// The same entries in `videoId` order, for listing a page at a time.
+    by_id: Vec<Arc<CatalogEntry>>,
 }
 
 impl Catalog {
@@ -203,7 +205,13 @@ impl Catalog {
                 (entry.video_id.clone(), entry)
             })
             .collect();
-        Catalog { entries }
+        Self::with_entries(entries)
+    }
+
+    fn with_entries(entries: HashMap<Box<str>, Arc<CatalogEntry>>) -> Self {
+        let mut by_id: Vec<Arc<CatalogEntry>> = entries.values().cloned().collect();
+        by_id.sort_unstable_by(|a, b| a.video_id.cmp(&b.video_id));
+        Catalog { entries, by_id }
     }
 
     /// Builds the catalog from stored documents, skipping (and logging) any that are not
@@ -229,7 +237,7 @@ impl Catalog {
             };
             entries.insert(entry.video_id.clone(), Arc::new(entry));
         }
-        Catalog { entries }
+        Self::with_entries(entries)
     }
 
     #[inline]
@@ -240,6 +248,17 @@ impl Catalog {
     /// Every entry, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<CatalogEntry>> {
         self.entries.values()
+    }
+
+    /// Up to `limit` entries in `videoId` order, starting after `after` (from the first
+    /// without it), and whether more follow.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (&[Arc<CatalogEntry>], bool) {
+        let start = after.map_or(0, |after| {
+            self.by_id
+                .partition_point(|entry| entry.video_id() <= after)
+        });
+        let end = start.saturating_add(limit).min(self.by_id.len());
+        (&self.by_id[start..end], end < self.by_id.len())
     }
 
     /// Makes a shareable, swappable catalog.
@@ -284,6 +303,42 @@ mod tests {
             views,
             days: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pages_list_every_video_once_in_id_order() {
+        let documents: Vec<StoredVideo> = ["c", "a", "e", "b", "d"]
+            .iter()
+            .map(|id| {
+                stored(
+                    id,
+                    &format!(r#"{{"videoId":"{id}","title":"t","sources":[]}}"#),
+                    None,
+                )
+            })
+            .collect();
+        let catalog = Catalog::from_stored(&documents, None);
+        let ids = |page: &[Arc<CatalogEntry>]| -> Vec<String> {
+            page.iter()
+                .map(|entry| entry.video_id().to_owned())
+                .collect()
+        };
+        let (first, more) = catalog.page(None, 2);
+        assert_eq!(
+            (ids(first), more),
+            (vec!["a".to_owned(), "b".to_owned()], true)
+        );
+        let (second, more) = catalog.page(Some("b"), 2);
+        assert_eq!(
+            (ids(second), more),
+            (vec!["c".to_owned(), "d".to_owned()], true)
+        );
+        let (last, more) = catalog.page(Some("d"), 2);
+        assert_eq!((ids(last), more), (vec!["e".to_owned()], false));
+        // After an id that is not (or no longer) in the catalog: the next one in order.
+        let (between, _) = catalog.page(Some("bb"), 1);
+        assert_eq!(ids(between), vec!["c".to_owned()]);
+        assert!(catalog.page(Some("z"), 5).0.is_empty());
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl EmbeddedStore {
                 let (views, sketch) = days.entry((video_id, utc_day(timestamp_ms))).or_default();
                 *views += 1;
                 match client.parse::<IpAddr>() {
-                    Ok(ip) => sketch.insert(&client_key(ip)),
+                    Ok(ip) => sketch.insert(ClientKey::of(&ip).bytes()),
                     Err(_) => sketch.insert(client.as_bytes()),
                 }
             }
@@ -421,24 +421,27 @@ impl ViewStore for EmbeddedStore {
         // Per (video, day): the views this batch adds, and the sketch with its clients.
         // Merging into the cached sketch before the commit is safe: adding the same
         // clients again on a retry leaves a sketch unchanged.
-        let mut added: Vec<((&str, i64), u64)> = Vec::new();
+        let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
+        let mut groups: Vec<((&str, i64), Vec<IpAddr>)> = Vec::new();
         for view in views {
             let key = (view.video_id, utc_day(view.timestamp_ms));
-            match added.iter_mut().find(|(known, _)| *known == key) {
-                Some((_, count)) => *count += 1,
-                None => added.push((key, 1)),
-            }
-            self.day_sketch(key.0, key.1)?
-                .insert(&client_key(view.client_ip));
+            let group = *group_of.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[group].1.push(view.client_ip);
         }
-        let mut updates = Vec::with_capacity(added.len());
-        let mut sketches = Vec::with_capacity(added.len());
-        for ((video_id, day), count) in &added {
+        let mut updates = Vec::with_capacity(groups.len());
+        let mut sketches = Vec::with_capacity(groups.len());
+        for ((video_id, day), clients) in &groups {
             let sketch = self.day_sketch(video_id, *day)?;
+            for client in clients {
+                sketch.insert(ClientKey::of(client).bytes());
+            }
             updates.push(DayUpdate {
                 video_id: (*video_id).to_owned(),
                 day: *day,
-                added: *count,
+                added: clients.len() as u64,
                 unique_viewers: sketch.estimate(),
             });
             sketches.push(sketch.to_bytes());
@@ -633,11 +636,31 @@ fn read_videos(connection: &Connection) -> Result<Vec<StoredVideo>, StoreError> 
     Ok(videos)
 }
 
-/// The bytes a client is counted by in a day's sketch: its address's octets.
-fn client_key(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+/// The bytes a client is counted by in a day's sketch: its address's octets (4 or 16),
+/// without allocating.
+struct ClientKey {
+    octets: [u8; 16],
+    len: usize,
+}
+
+impl ClientKey {
+    fn of(ip: &IpAddr) -> Self {
+        let mut octets = [0u8; 16];
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                octets[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            IpAddr::V6(v6) => {
+                octets = v6.octets();
+                16
+            }
+        };
+        ClientKey { octets, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.octets[..self.len]
     }
 }
 

@@ -42,19 +42,6 @@ cp "$work/target-old/release/video-server" "$work/video-server-old"
 cp target/release/video-server "$work/video-server-new"
 
 hz=$(getconf CLK_TCK)
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-# CPU ticks of the batch writer thread (named view-writer) of process $1.
-writer_ticks() {
-  local task
-  for task in /proc/"$1"/task/*; do
-    if [ "$(cat "$task/comm" 2>/dev/null)" = view-writer ]; then
-      sed 's/^.*) //' "$task/stat" | awk '{ print $12 + $13 }'
-      return
-    fi
-  done
-  echo 0
-}
-
 # The median of the numbers on standard input.
 median() {
   sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -72,11 +59,11 @@ for round in $(seq "$rounds"); do
       wait_ready "$port" "$pid"
       taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s -s "bench/wrk/$route.lua" "http://127.0.0.1:$port" >/dev/null
       before=$(cpu_ticks "$pid")
-      writer_before=$(writer_ticks "$pid")
+      writer_before=$(thread_ticks "$pid" view-writer)
       requests=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
         "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }')
       after=$(cpu_ticks "$pid")
-      writer_after=$(writer_ticks "$pid")
+      writer_after=$(thread_ticks "$pid" view-writer)
       stop_server "$pid"
       rm -rf "$data_dir"
       data_dir=""

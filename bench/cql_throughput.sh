@@ -49,21 +49,10 @@ server_pid=$!
 wait_ready "$port" "$server_pid"
 
 hz=$(getconf CLK_TCK)
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-# CPU ticks of the server's threads whose name starts with $1.
-thread_ticks() {
-  local total=0 task
-  for task in /proc/"$server_pid"/task/*; do
-    case "$(cat "$task/comm" 2>/dev/null)" in
-      "$1"*) total=$((total + $(sed 's/^.*) //' "$task/stat" | awk '{ print $12 + $13 }'))) ;;
-    esac
-  done
-  echo "$total"
-}
 cluster_ticks() {
   local total=0 i
   for i in $(seq 1 "$nodes"); do
-    total=$((total + $(ticks "$(cat "target/cql/node$i/pid")")))
+    total=$((total + $(cpu_ticks "$(cat "target/cql/node$i/pid")")))
   done
   echo "$total"
 }
@@ -73,7 +62,7 @@ metric() {
 }
 snapshot() {
   echo "$(metric views_accepted_total) $(metric views_persisted_total) $(metric views_dropped_total) \
-$(metric views_spilled_total) $(ticks "$server_pid") $(thread_ticks view-writer) $(thread_ticks scylla) \
+$(metric views_spilled_total) $(cpu_ticks "$server_pid") $(thread_ticks "$server_pid" view-writer) $(thread_ticks "$server_pid" scylla) \
 $(cluster_ticks) $(date +%s.%N)"
 }
 

@@ -17,3 +17,23 @@ stop_server() {
   kill -TERM "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
 }
+
+# cpu_ticks PID: utime + stime of a process (or, given /proc/PID/task/TID, of a thread), in
+# clock ticks (getconf CLK_TCK per second).
+cpu_ticks() {
+  local stat=/proc/$1/stat
+  [ -f "$1/stat" ] && stat=$1/stat
+  sed 's/^.*) //' "$stat" | awk '{ print $12 + $13 }'
+}
+
+# thread_ticks PID PREFIX: the same, summed over the process's threads whose name starts
+# with PREFIX (0 if none): view-writer is the batch writer, scylla the driver's runtime.
+thread_ticks() {
+  local total=0 task
+  for task in /proc/"$1"/task/*; do
+    case "$(cat "$task/comm" 2>/dev/null)" in
+      "$2"*) total=$((total + $(cpu_ticks "$task"))) ;;
+    esac
+  done
+  echo "$total"
+}

@@ -85,19 +85,6 @@ for count in $SOURCES; do
   python3 "$here/report.py" body "$count" >"$out/bodies/$count.json"
 done
 
-cpu_ticks() { # utime + stime of a process, in clock ticks
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-writer_ticks() { # utime + stime of the batch writer thread ("view-writer"), 0 if none
-  local task
-  for task in /proc/"$1"/task/*; do
-    if [ "$(cat "$task/comm" 2>/dev/null)" = view-writer ]; then
-      sed 's/^.*) //' "$task/stat" | awk '{ print $12 + $13 }'
-      return
-    fi
-  done
-  echo 0
-}
 steal_ticks() { # steal time of all CPUs, in clock ticks
   awk '/^cpu / { print $9 }' /proc/stat
 }
@@ -110,13 +97,13 @@ token_requests() { # port: POST /video/token requests answered 200 so far (from 
 # Server CPU, writer CPU, steal and wall clock at the start and end of a measurement.
 window_begin() { # pid
   cpu_before=$(cpu_ticks "$1")
-  writer_before=$(writer_ticks "$1")
+  writer_before=$(thread_ticks "$1" view-writer)
   steal_before=$(steal_ticks)
   started=$EPOCHREALTIME
 }
 window_end() { # pid
   cpu_used=$(($(cpu_ticks "$1") - cpu_before))
-  writer_used=$(($(writer_ticks "$1") - writer_before))
+  writer_used=$(($(thread_ticks "$1" view-writer) - writer_before))
   steal_used=$(($(steal_ticks) - steal_before))
   wall=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')
 }

@@ -22,7 +22,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::store::{drain_outbox, seed_views};
+use common::store::{cql_up, drain_outbox, seed_views};
 use video_server::metrics::Metrics;
 use video_server::store::scylla::{
     Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
@@ -292,16 +292,6 @@ fn counts_survive_a_restart_of_the_server() {
     let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
     store.write_views(&seed_views(2, CLIENT_IP)).expect("write");
     assert_eq!(catalog.view_count("12345").expect("count"), 35);
-}
-
-/// Runs `scripts/cql-up.sh` with `args`.
-fn cql_up(args: &[&str]) {
-    let status = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cql-up.sh"))
-        .args(args)
-        .status()
-        .expect("run scripts/cql-up.sh");
-    assert!(status.success(), "scripts/cql-up.sh {args:?} failed");
 }
 
 #[test]

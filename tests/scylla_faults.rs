@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::store::cql_up;
 use common::{poll_until, Client, Server};
 use scylla::client::session::Session;
 use scylla::statement::{Consistency, Statement};
@@ -91,15 +92,6 @@ struct Answers {
     sent: u64,
     ok: u64,
     p99: Duration,
-}
-
-fn cql_up(args: &[&str]) {
-    let status = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cql-up.sh"))
-        .args(args)
-        .status()
-        .expect("run scripts/cql-up.sh");
-    assert!(status.success(), "scripts/cql-up.sh {args:?} failed");
 }
 
 /// The views of 12345 in the cluster, read at `consistency`: rollups summed, and rows.

@@ -1,5 +1,6 @@
 //! For the tests that drive the view stores directly, without a server (`scylla_dry`,
-//! `scylla_cluster`): views of the seed video, and an outbox replayed until it drains.
+//! `scylla_cluster`): views of the seed video, and an outbox replayed until it drains; and,
+//! for the real-cluster suites, `scripts/cql-up.sh` to stop and start nodes.
 
 use std::time::Duration;
 
@@ -27,4 +28,15 @@ pub fn drain_outbox<R: RemoteViewStore>(store: &mut ResilientStore<R>, timeout: 
         store.maintain();
         None
     });
+}
+
+/// Runs `scripts/cql-up.sh` with `args` (`stop 3`, `restart 1`…), failing the test if it
+/// fails.
+pub fn cql_up(args: &[&str]) {
+    let status = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cql-up.sh"))
+        .args(args)
+        .status()
+        .expect("run scripts/cql-up.sh");
+    assert!(status.success(), "scripts/cql-up.sh {args:?} failed");
 }

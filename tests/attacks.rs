@@ -168,13 +168,30 @@ fn a_thousand_idle_connections_under_a_512_descriptor_limit_do_not_lock_anyone_o
 #[test]
 fn at_the_cap_with_nobody_idle_a_newcomer_gets_503() {
     let server = Server::start(&["--max-connections", "4"]);
-    // Four connections in the middle of a request: busy, not idle.
+    // Four connections in the middle of a request: busy, not idle. Each waits for the
+    // server's `100 Continue`, the proof that the server has read its head: until then a
+    // connection with nothing read looks idle, and a newcomer would rightly replace it
+    // (which, on a loaded machine, made this test flaky).
     let busy: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut stream = TcpStream::connect(server.addr).expect("connect");
             stream
-                .write_all(b"POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
-                .expect("send part of a request");
+                .write_all(
+                    b"POST /video/token HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\
+                      Expect: 100-continue\r\n\r\n",
+                )
+                .expect("send a request head");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("read timeout");
+            let mut interim = Vec::new();
+            let mut byte = [0u8; 1];
+            while !interim.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).expect("read 100 Continue");
+                interim.push(byte[0]);
+            }
+            assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{interim:?}");
+            stream.write_all(b"{").expect("send part of the body");
             stream
         })
         .collect();

@@ -117,8 +117,6 @@ pub struct EmbeddedStore {
     /// The catalog watcher's connection, if it has one: opened, closed and replaced only
     /// by this store (see [`EmbeddedCatalogSource`]).
     watcher_reader: Option<Reader>,
-    /// Reused per batch to add up views per video before updating `view_counts`.
-    counts_scratch: HashMap<Box<str>, i64>,
     /// Distinct-client sketches of the days being written (today, yesterday, and any
     /// older day a late view touched in this batch), so a batch merges into memory
     /// instead of reading its sketch back.
@@ -159,7 +157,6 @@ impl EmbeddedStore {
             path,
             identity,
             watcher_reader: None,
-            counts_scratch: HashMap::new(),
             day_sketches: HashMap::new(),
             watch: None,
         };
@@ -446,8 +443,14 @@ impl ViewStore for EmbeddedStore {
             });
             sketches.push(sketch.to_bytes());
         }
-        let counts = &mut self.counts_scratch;
-        counts.clear();
+        // Views per video for `view_counts`, from the same groups.
+        let mut per_video: Vec<(&str, i64)> = Vec::new();
+        for ((video_id, _), clients) in &groups {
+            match per_video.iter_mut().find(|(known, _)| known == video_id) {
+                Some((_, count)) => *count += clients.len() as i64,
+                None => per_video.push((video_id, clients.len() as i64)),
+            }
+        }
         let transaction = self
             .connection
             .transaction()
@@ -464,24 +467,19 @@ impl ViewStore for EmbeddedStore {
             let mut ip_text = String::with_capacity(48);
             let (whole, rest) = views.split_at(views.len() - views.len() % VIEWS_PER_INSERT);
             for chunk in whole.chunks_exact(VIEWS_PER_INSERT) {
-                bind_views(&mut insert_many, chunk, &mut ip_text, counts)?;
+                bind_views(&mut insert_many, chunk, &mut ip_text)?;
                 insert_many.raw_execute().map_err(sqlite("insert views"))?;
             }
             for view in rest {
-                bind_views(
-                    &mut insert_one,
-                    std::slice::from_ref(view),
-                    &mut ip_text,
-                    counts,
-                )?;
+                bind_views(&mut insert_one, std::slice::from_ref(view), &mut ip_text)?;
                 insert_one.raw_execute().map_err(sqlite("insert view"))?;
             }
             let mut add_count = transaction
                 .prepare_cached(ADD_VIEW_COUNT)
                 .map_err(sqlite("prepare view count"))?;
-            for (video_id, count) in counts.iter() {
+            for (video_id, count) in &per_video {
                 add_count
-                    .execute(params![video_id.as_ref(), count])
+                    .execute(params![video_id, count])
                     .map_err(sqlite("add view count"))?;
             }
             let mut add_day = transaction
@@ -692,13 +690,11 @@ fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreErro
     }
 }
 
-/// Binds `views` as consecutive `(video_id, client_ip, timestamp_ms)` rows of `statement`
-/// and counts them per video.
+/// Binds `views` as consecutive `(video_id, client_ip, timestamp_ms)` rows of `statement`.
 fn bind_views(
     statement: &mut rusqlite::CachedStatement<'_>,
     views: &[ViewRecord<'_>],
     ip_text: &mut String,
-    counts: &mut HashMap<Box<str>, i64>,
 ) -> Result<(), StoreError> {
     use std::fmt::Write;
     for (row, view) in views.iter().enumerate() {
@@ -713,12 +709,6 @@ fn bind_views(
             .and_then(|()| statement.raw_bind_parameter(first + 1, ip_text.as_str()))
             .and_then(|()| statement.raw_bind_parameter(first + 2, view.timestamp_ms))
             .map_err(sqlite("bind view"))?;
-        match counts.get_mut(video_id) {
-            Some(count) => *count += 1,
-            None => {
-                counts.insert(video_id.into(), 1);
-            }
-        }
     }
     Ok(())
 }

@@ -164,15 +164,7 @@ impl Route<'_> {
 /// The days `?from=YYYY-MM-DD&to=YYYY-MM-DD` asks for (UTC, both ends included, at most
 /// [`DAYS_KEPT`]), if it asks; a message naming the parameter if it is wrong.
 fn days_asked(request: &Request<'_>) -> Result<Option<(i64, i64)>, String> {
-    let query = query_of(request);
-    let (mut from, mut to) = (None, None);
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("from", value)) => from = Some(value),
-            Some(("to", value)) => to = Some(value),
-            _ => {}
-        }
-    }
+    let (from, to) = (query_param(request, "from"), query_param(request, "to"));
     let parse = |name: &str, value: &str| {
         calendar::parse_date(value).map_err(|error| format!("query parameter {name:?}: {error}"))
     };
@@ -207,21 +199,28 @@ fn write_day_counts(body: &mut Vec<u8>, views: u64, unique_viewers: u64) {
     body.push(b'}');
 }
 
-/// A listing's `limit` parameter: `default` when absent, `None` unless it is 1 to 100.
-fn page_limit(limit: Option<&str>, default: usize) -> Option<usize> {
-    match limit.map(str::parse::<usize>) {
-        None => Some(default),
-        Some(Ok(limit @ 1..=100)) => Some(limit),
-        Some(_) => None,
+/// A listing's `limit` parameter: `default` when absent; a message naming it unless it is
+/// 1 to 100.
+fn page_limit(request: &Request<'_>, default: usize) -> Result<usize, &'static str> {
+    match query_param(request, "limit").map(str::parse::<usize>) {
+        None => Ok(default),
+        Some(Ok(limit @ 1..=100)) => Ok(limit),
+        Some(_) => Err("query parameter \"limit\" must be a whole number from 1 to 100"),
     }
 }
 
-/// The query string of the request target (empty if none).
-fn query_of<'r>(request: &Request<'r>) -> &'r str {
-    request
+/// The raw value of query parameter `name` (the last one, if repeated).
+fn query_param<'r>(request: &Request<'r>, name: &str) -> Option<&'r str> {
+    let query = request
         .target
         .split_once('?')
-        .map_or("", |(_, query)| query)
+        .map_or("", |(_, query)| query);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .next_back()
 }
 
 /// Maps a path (no query string) to its route. A trailing slash is ignored, as the old
@@ -551,20 +550,13 @@ impl VideoApi {
     /// documents in `videoId` order after `after`, and the `next` value to ask for the
     /// following page (`null` on the last).
     fn serve_catalog_page(&self, request: &Request<'_>, response: &mut Response) {
-        let (mut limit, mut after) = (None, None);
-        for pair in query_of(request).split('&') {
-            match pair.split_once('=') {
-                Some(("limit", value)) => limit = Some(value),
-                Some(("after", value)) => after = Some(decode_segment(value)),
-                _ => {}
+        let after = query_param(request, "after").map(decode_segment);
+        let limit = match page_limit(request, 20) {
+            Ok(limit) => limit,
+            Err(message) => {
+                response.set_json_error(400, message);
+                return;
             }
-        }
-        let Some(limit) = page_limit(limit, 20) else {
-            response.set_json_error(
-                400,
-                "query parameter \"limit\" must be a whole number from 1 to 100",
-            );
-            return;
         };
         let catalog = self.catalog.load();
         let (page, more) = catalog.page(after.as_deref(), limit);
@@ -589,15 +581,7 @@ impl VideoApi {
     /// `GET /videos/top?date=YYYY-MM-DD&limit=N`: the videos with the most views that day
     /// (default today, 10, at most 100), from the per-day counts in memory.
     fn serve_top_videos(&self, request: &Request<'_>, response: &mut Response) {
-        let (mut date, mut limit) = (None, None);
-        for pair in query_of(request).split('&') {
-            match pair.split_once('=') {
-                Some(("date", value)) => date = Some(value),
-                Some(("limit", value)) => limit = Some(value),
-                _ => {}
-            }
-        }
-        let day = match date.map(calendar::parse_date) {
+        let day = match query_param(request, "date").map(calendar::parse_date) {
             None => utc_day(epoch_millis()),
             Some(Ok(day)) => day,
             Some(Err(error)) => {
@@ -605,12 +589,12 @@ impl VideoApi {
                 return;
             }
         };
-        let Some(limit) = page_limit(limit, 10) else {
-            response.set_json_error(
-                400,
-                "query parameter \"limit\" must be a whole number from 1 to 100",
-            );
-            return;
+        let limit = match page_limit(request, 10) {
+            Ok(limit) => limit,
+            Err(message) => {
+                response.set_json_error(400, message);
+                return;
+            }
         };
         if !self.days_counted {
             response.set_json_error(

@@ -42,6 +42,7 @@ use crate::store::{epoch_millis, utc_day, DAYS_KEPT};
 use crate::token::access::Refusal;
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
 use crate::video::{self, SharedCatalog, VideoPayload};
+use crate::viewer::ClientPrivacy;
 use crate::views::{ViewBus, ViewEvent};
 
 /// What a request was routed to, with the path's parameters.
@@ -264,9 +265,12 @@ pub struct ApiSettings {
     /// Plays of one video by one client within this window count once
     /// (`--view-dedup-seconds`); `None`: every play counts.
     pub view_dedup: Option<std::time::Duration>,
-    /// Whether the store counts views per day (the embedded store does; ScyllaDB not yet),
-    /// so that `GET /video/:id/views` can answer `today`, unique viewers and `days`.
-    pub days_counted: bool,
+    /// What a stored view keeps of its client's address (`--client-ip`).
+    pub privacy: ClientPrivacy,
+    /// Whether every video's per-day counts are in memory, so that `GET /videos/top` can
+    /// rank them: the embedded store's are (the writer credits them); a shared store's are
+    /// read per video, when asked for.
+    pub top_videos: bool,
 }
 
 /// The video service: everything a request handler needs, shared by all connections.
@@ -288,8 +292,9 @@ pub struct VideoApi {
     rate_limiter: Option<RateLimiter>,
     /// Repeated plays counted once, when configured.
     view_dedup: Option<ViewDedup>,
-    /// Whether per-day counts are kept (see [`ApiSettings::days_counted`]).
-    days_counted: bool,
+    privacy: ClientPrivacy,
+    /// Whether `GET /videos/top` can answer (see [`ApiSettings::top_videos`]).
+    top_videos: bool,
     /// CORS headers, sent on every response.
     common_headers: Vec<u8>,
 }
@@ -317,7 +322,8 @@ impl VideoApi {
             cors: settings.cors,
             rate_limiter: settings.rate_limit.map(RateLimiter::new),
             view_dedup: settings.view_dedup.map(ViewDedup::new),
-            days_counted: settings.days_counted,
+            privacy: settings.privacy,
+            top_videos: settings.top_videos,
             common_headers,
         }
     }
@@ -473,7 +479,7 @@ impl VideoApi {
                 .is_none_or(|dedup| dedup.counts(client_ip, entry.video_id()));
             if counts {
                 self.views
-                    .record(ViewEvent::now(Arc::clone(entry), client_ip));
+                    .record(ViewEvent::now(Arc::clone(entry), client_ip, &self.privacy));
             } else {
                 self.metrics.views_deduplicated.inc();
             }
@@ -518,30 +524,28 @@ impl VideoApi {
         json::write_string(body, entry.video_id());
         body.extend_from_slice(b",\"views\":");
         json::write_u64(body, views);
-        if self.days_counted {
-            let (today_views, today_uniques) = entry.day(today);
-            body.extend_from_slice(b",\"today\":");
-            json::write_u64(body, today_views);
-            body.extend_from_slice(b",\"uniqueViewersToday\":");
-            json::write_u64(body, today_uniques);
-            if let Some((first, last)) = range {
-                let mut counted = entry.days(first, last).into_iter().peekable();
-                body.extend_from_slice(b",\"days\":[");
-                for day in first..=last {
-                    let (day_views, day_uniques) = match counted.next_if(|count| count.day == day) {
-                        Some(count) => (count.views, count.unique_viewers),
-                        None => (0, 0),
-                    };
-                    if day > first {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(b"{\"date\":\"");
-                    calendar::write_date(body, day);
-                    body.push(b'"');
-                    write_day_counts(body, day_views, day_uniques);
+        let (today_views, today_uniques) = entry.day(today);
+        body.extend_from_slice(b",\"today\":");
+        json::write_u64(body, today_views);
+        body.extend_from_slice(b",\"uniqueViewersToday\":");
+        json::write_u64(body, today_uniques);
+        if let Some((first, last)) = range {
+            let mut counted = entry.days(first, last).into_iter().peekable();
+            body.extend_from_slice(b",\"days\":[");
+            for day in first..=last {
+                let (day_views, day_uniques) = match counted.next_if(|count| count.day == day) {
+                    Some(count) => (count.views, count.unique_viewers),
+                    None => (0, 0),
+                };
+                if day > first {
+                    body.push(b',');
                 }
-                body.push(b']');
+                body.extend_from_slice(b"{\"date\":\"");
+                calendar::write_date(body, day);
+                body.push(b'"');
+                write_day_counts(body, day_views, day_uniques);
             }
+            body.push(b']');
         }
         body.push(b'}');
     }
@@ -596,10 +600,11 @@ impl VideoApi {
                 return;
             }
         };
-        if !self.days_counted {
+        if !self.top_videos {
             response.set_json_error(
                 501,
-                "videos by views per day are counted by the embedded store only (for now)",
+                "videos by views per day are ranked by the embedded store only: a ScyllaDB \
+                 server reads a video's counts when they are asked for",
             );
             return;
         }

@@ -28,6 +28,7 @@ use crate::token::{unix_now, RequestSigner, SharedSigning, SigningSetup, Signing
 use crate::video::{
     self, Catalog, CatalogWatcher, PayloadError, SharedCatalog, VideoPayload, WatchSettings,
 };
+use crate::viewer::{ClientIpMode, ClientPrivacy, DailySalts};
 use crate::views::{BatchWriter, ViewBus, ViewEvent, WriterHandle};
 
 /// How often the embedded store's catalog version is checked for another process's import.
@@ -103,14 +104,18 @@ impl App {
         let metrics = Arc::new(Metrics::new(&ROUTE_NAMES)?);
         let health = Arc::new(Health::new());
         let (bus, receiver) = ViewBus::new(config.view_queue as usize, Arc::clone(&metrics));
+        let salts = Arc::new(DailySalts::default());
+        let kept_salts = (config.client_ip == ClientIpMode::Hash).then(|| Arc::clone(&salts));
         let Storage {
             catalog,
             watcher,
             writer,
             summary: store_summary,
         } = match config.store {
-            StoreKind::Embedded => start_embedded(&config, receiver, &metrics, &health)?,
-            StoreKind::Scylla => start_scylla(&config, receiver, &metrics)?,
+            StoreKind::Embedded => {
+                start_embedded(&config, receiver, &metrics, &health, kept_salts)?
+            }
+            StoreKind::Scylla => start_scylla(&config, receiver, &metrics, kept_salts)?,
         };
 
         let api = VideoApi::new(
@@ -126,7 +131,8 @@ impl App {
                 rate_limit: config.rate_limit,
                 view_dedup: (config.view_dedup_seconds > 0)
                     .then(|| Duration::from_secs(u64::from(config.view_dedup_seconds))),
-                days_counted: config.store == StoreKind::Embedded,
+                top_videos: config.store == StoreKind::Embedded,
+                privacy: ClientPrivacy::new(config.client_ip, salts),
             },
         );
         let http_config = config.http();
@@ -247,6 +253,7 @@ fn start_embedded(
     receiver: Receiver<ViewEvent>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
+    salts: Option<Arc<DailySalts>>,
 ) -> Result<Storage, StartError> {
     let (mut store, _) = open_embedded(config)?;
     let mut source = store.catalog_source()?;
@@ -257,7 +264,7 @@ fn start_embedded(
         catalog_every: EMBEDDED_CATALOG_CHECK,
         counts_every: None,
     };
-    let watcher = CatalogWatcher::spawn(source, Arc::clone(&catalog), settings)
+    let watcher = CatalogWatcher::spawn(source, Arc::clone(&catalog), settings, salts)
         .map_err(StartError::WatcherThread)?;
     store.watch_file(Arc::clone(health), Arc::clone(metrics));
     let summary = store.path().display().to_string();
@@ -277,6 +284,7 @@ fn start_scylla(
     config: &Config,
     receiver: Receiver<ViewEvent>,
     metrics: &Arc<Metrics>,
+    salts: Option<Arc<DailySalts>>,
 ) -> Result<Storage, StartError> {
     let (local, imported) = open_embedded(config)?;
     let scylla = config.scylla();
@@ -300,7 +308,7 @@ fn start_scylla(
         catalog_every: Duration::from_millis(config.catalog_refresh_ms),
         counts_every: Some(Duration::from_millis(config.views_cache_ms)),
     };
-    let watcher = CatalogWatcher::spawn(remote, Arc::clone(&catalog), settings)
+    let watcher = CatalogWatcher::spawn(remote, Arc::clone(&catalog), settings, salts)
         .map_err(StartError::WatcherThread)?;
 
     let outbox = Outbox::open(&config.data_dir)?;

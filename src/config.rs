@@ -18,6 +18,7 @@ use crate::cors::CorsOrigins;
 use crate::http::{HttpConfig, Limits};
 use crate::limiter::RateLimit;
 use crate::token::SigningPolicy;
+use crate::viewer::ClientIpMode;
 use crate::views::BatchLimits;
 
 /// Signs video URLs for CDNs and records who watched what.
@@ -190,6 +191,14 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_VIEW_DEDUP_SECONDS", default_value_t = 0)]
     pub view_dedup_seconds: u32,
 
+    /// What a stored view keeps of the client's address. "hash" (default): a keyed hash
+    /// under a random salt of the UTC day, shared by every server of the store and deleted
+    /// two days later, so it can be neither reversed nor linked across days; unique
+    /// viewers per day still work. "truncate": the network only (IPv4 /24, IPv6 /48).
+    /// "full": the address as it is.
+    #[arg(long, env = "VIDEO_SERVER_CLIENT_IP", value_enum, default_value_t = ClientIpMode::Hash)]
+    pub client_ip: ClientIpMode,
+
     /// Where views are written: "embedded" (SQLite under --data-dir) or "scylla" (a ScyllaDB
     /// cluster, with a local outbox under --data-dir while the cluster is unreachable).
     #[arg(long, global = true, env = "VIDEO_SERVER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
@@ -241,7 +250,9 @@ pub struct Config {
     )]
     pub scylla_password: Option<String>,
 
-    /// Days after which view rows expire (0: never).
+    /// Days after which raw view rows (`view_log`) expire (0: never): the table's default
+    /// TTL, set when the server creates or checks the schema. Counts are kept apart and
+    /// never expire.
     #[arg(long, env = "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS", default_value_t = 0)]
     pub scylla_view_ttl_days: u32,
 

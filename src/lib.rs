@@ -14,6 +14,8 @@
 //! - [`token`]: the CDN file, the round robin over CDNs, one module per signing scheme a CDN
 //!   verifies (the contract's md5/sha256, nginx, Akamai, CloudFront, Google, bunny.net), and
 //!   who may sign (API keys, the catalog policy).
+//! - [`viewer`]: what a view keeps of its client's address (`--client-ip`: a daily salted
+//!   hash, the network, or the address).
 //! - [`views`]: the view event, the non-blocking bus and the batch writer thread, which
 //!   hands the store plain records and credits what it commits to the in-memory counts.
 //! - [`store`]: the [`store::ViewStore`] and [`store::CatalogSource`] traits, the embedded
@@ -50,6 +52,7 @@ pub mod metrics;
 pub mod store;
 pub mod token;
 pub mod video;
+pub mod viewer;
 pub mod views;
 
 pub use app::App;

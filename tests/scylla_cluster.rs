@@ -1,7 +1,9 @@
 //! The ScyllaDB store against a real engine: the CQL is valid, the schema (as the server
 //! creates it and as `scripts/schema.cql` writes it) is accepted, counts add up and survive
-//! restarts, replays do not duplicate, the catalog round-trips across pages, and the
-//! write-time rule the count model relies on holds.
+//! restarts, replays do not duplicate, two writers' totals add up per day with their unique
+//! viewers merged, the catalog round-trips across pages, a day's salt is agreed by a
+//! lightweight transaction, a view TTL becomes the table's default, and the write-time
+//! rule the count model relies on holds.
 //!
 //! CI runs it against Apache Cassandra (the engine whose CQL ScyllaDB implements), started
 //! from Maven Central by `scripts/cql-up.sh`:
@@ -27,7 +29,9 @@ use video_server::metrics::Metrics;
 use video_server::store::scylla::{
     Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
 };
-use video_server::store::{CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewStore};
+use video_server::store::{
+    epoch_millis, utc_day, CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewStore,
+};
 use video_server::video::{parse_catalog, SEED_VIDEO_JSON};
 
 /// Tests share the cluster; the one that restarts a node has it to itself.
@@ -192,7 +196,7 @@ fn the_shipped_schema_script_is_accepted_by_the_engine() {
         &format!("KEYSPACE IF NOT EXISTS {keyspace} "),
     );
     let statements = statements(&script);
-    assert_eq!(statements.len(), 4, "{statements:#?}");
+    assert_eq!(statements.len(), 6, "{statements:#?}");
     let (runtime, session) = raw_session();
     for statement in &statements {
         assert!(statement.contains(&keyspace), "{statement}");
@@ -324,4 +328,86 @@ fn counts_survive_a_restart_of_the_node() {
         .expect("reconnect after the restart");
     let mut catalog = ScyllaCatalogStore::new(catalog_cluster);
     assert_eq!(catalog.view_count("12345").expect("count"), 21);
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn two_writers_add_up_per_day_and_their_unique_viewers_merge() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let (first_dir, second_dir) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let mut first = resilient(config(&keyspace), first_dir.path(), Duration::from_secs(20));
+    let mut second = resilient(
+        config(&keyspace),
+        second_dir.path(),
+        Duration::from_secs(20),
+    );
+    for _ in 0..3 {
+        first
+            .write_views(&seed_views(10, CLIENT_IP))
+            .expect("write");
+        second
+            .write_views(&seed_views(7, "198.51.100.8"))
+            .expect("write");
+    }
+    second
+        .write_views(&seed_views(1, CLIENT_IP))
+        .expect("write");
+    assert_eq!(first.outbox_depth() + second.outbox_depth(), 0);
+    let mut catalog =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
+    let counts = catalog.view_counts("12345").expect("counts");
+    assert_eq!(counts.total, 52);
+    let today = utc_day(epoch_millis());
+    let day = counts.days.last().expect("today");
+    assert_eq!((day.day, day.views, day.unique_viewers), (today, 52, 2));
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_days_salt_is_agreed_once_and_deleted() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let mut one = ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
+    let mut other =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
+    // Creates the schema (the first session to connect).
+    assert_eq!(one.view_count("12345").expect("count"), 0);
+    let day = utc_day(epoch_millis());
+    let agreed = one.agree_salt(day, [1; 16]).expect("agree");
+    assert_eq!(agreed, [1; 16], "the first proposal wins");
+    assert_eq!(other.agree_salt(day, [2; 16]).expect("agree"), [1; 16]);
+    // Two days later the salt is deleted: a new proposal for that day would win.
+    other.forget_salts_before(day + 2).expect("forget");
+    assert_eq!(one.agree_salt(day, [3; 16]).expect("agree"), [3; 16]);
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_view_ttl_is_the_tables_default() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let mut with_ttl = config(&keyspace);
+    with_ttl.view_ttl = Some(Duration::from_secs(3 * 86_400));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = resilient(with_ttl, dir.path(), Duration::from_secs(20));
+    store.write_views(&seed_views(1, CLIENT_IP)).expect("write");
+    assert_eq!(store.outbox_depth(), 0);
+    let (runtime, session) = raw_session();
+    let result = runtime
+        .block_on(session.query_unpaged(
+            "SELECT default_time_to_live FROM system_schema.tables \
+             WHERE keyspace_name = ? AND table_name = 'view_log'",
+            (keyspace.as_str(),),
+        ))
+        .expect("read the schema");
+    let (ttl,) = result
+        .into_rows_result()
+        .expect("rows")
+        .single_row::<(i32,)>()
+        .expect("one table");
+    assert_eq!(ttl, 3 * 86_400);
 }

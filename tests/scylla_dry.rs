@@ -1,19 +1,23 @@
-//! The ScyllaDB writer against the real driver and a fake node (`scylla-proxy` in dry mode):
+//! The ScyllaDB store against the real driver and a fake node (`scylla-proxy` in dry mode):
 //! no ScyllaDB runs, the proxy forges every response. These tests check what the writer
-//! sends (schema, prepared statements, bound values, consistency) and how it reacts to
-//! forged failures: retry, spill to the outbox, replay, with no view lost or duplicated.
+//! sends (schema, prepared statements, bound values, consistency, count rows stamped with
+//! their totals) and how it reacts to forged failures (retry, spill to the outbox, replay,
+//! with no view lost or counted twice), and what the readers make of forged `ROWS`
+//! answers (catalog pages, per-day counts of two writers, sketches, a missing sketch, the
+//! salt a lightweight transaction kept).
 //!
 //! A dry node has no state and does not check CQL: the real-cluster suite
 //! (`tests/scylla_cluster.rs`, run when `SCYLLA_URI` is set) covers that.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
 use scylla_proxy::{
     Condition, Node, Proxy, Reaction, RequestFrame, RequestOpcode, RequestReaction, RequestRule,
     ResponseFrame, ResponseOpcode, RunningProxy,
@@ -22,43 +26,126 @@ use tokio::sync::mpsc;
 
 use common::poll_until;
 use common::store::{drain_outbox, seed_views};
+use video_server::hll::Sketch;
 use video_server::metrics::Metrics;
-use video_server::store::scylla::schema::{insert_rollup_cql, insert_view_cql};
-use video_server::store::scylla::{
-    schema_statements, Cluster, Replication, ScyllaConfig, ScyllaViewStore,
+use video_server::store::scylla::schema::{
+    agree_salt_cql, insert_count_cql, insert_sketch_cql, insert_view_cql, select_counts_cql,
+    select_sketches_cql,
 };
-use video_server::store::{Outbox, RemoteViewStore, ResilientStore, RetryPolicy, ViewStore};
+use video_server::store::scylla::{
+    schema_statements, Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
+};
+use video_server::store::{
+    epoch_millis, utc_day, CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewStore,
+};
 
-/// The client address of the views these tests write (bound as `[203, 0, 113, 5]`).
+/// The client address of the views these tests write.
 const CLIENT_IP: &str = "203.0.113.5";
 
-const VIEW_ID: &[u8] = b"prepared-insert-view";
-const ROLLUP_ID: &[u8] = b"prepared-insert-rollup";
-
 // CQL type ids (protocol v4).
-const VARCHAR: u16 = 0x000D;
-const DATE: u16 = 0x0011;
-const INT: u16 = 0x0009;
-const TIMEUUID: u16 = 0x000F;
-const INET: u16 = 0x0010;
-const TIMESTAMP: u16 = 0x000B;
+const BLOB: u16 = 0x0003;
+const BOOLEAN: u16 = 0x0004;
 const BIGINT: u16 = 0x0002;
+const INT: u16 = 0x0009;
+const TIMESTAMP: u16 = 0x000B;
+const UUID: u16 = 0x000C;
+const VARCHAR: u16 = 0x000D;
+const TIMEUUID: u16 = 0x000F;
+const DATE: u16 = 0x0011;
 
-/// The columns the writer binds, in order, as the real tables define them. Checked against
-/// the statements' text below, so the forged metadata cannot drift from the schema.
-const VIEW_COLUMNS: [(&str, u16); 6] = [
-    ("video_id", VARCHAR),
-    ("day", DATE),
-    ("bucket", INT),
-    ("id", TIMEUUID),
-    ("client_ip", INET),
-    ("viewed_at", TIMESTAMP),
+/// A statement the fake node prepares: how to recognise it, the id it answers with, and its
+/// bind markers as the real table defines them (checked against the statements' text).
+struct Forged {
+    id: &'static [u8],
+    marker: &'static [u8],
+    table: &'static str,
+    columns: &'static [(&'static str, u16)],
+    partition_key: &'static [u16],
+}
+
+const INSERT_VIEW: Forged = Forged {
+    id: b"prepared-insert-view",
+    marker: b"INSERT INTO video_server.view_log",
+    table: "view_log",
+    columns: &[
+        ("video_id", VARCHAR),
+        ("minute", TIMESTAMP),
+        ("writer", BIGINT),
+        ("shard", INT),
+        ("id", TIMEUUID),
+        ("viewer", VARCHAR),
+        ("viewed_at", TIMESTAMP),
+    ],
+    partition_key: &[0, 1, 2, 3],
+};
+const INSERT_COUNT: Forged = Forged {
+    id: b"prepared-insert-count",
+    marker: b"INSERT INTO video_server.view_counts",
+    table: "view_counts",
+    columns: &[
+        ("video_id", VARCHAR),
+        ("day", DATE),
+        ("writer_id", UUID),
+        ("views", BIGINT),
+        ("[timestamp]", BIGINT),
+    ],
+    partition_key: &[0],
+};
+const INSERT_SKETCH: Forged = Forged {
+    id: b"prepared-insert-sketch",
+    marker: b"INSERT INTO video_server.view_sketches",
+    table: "view_sketches",
+    columns: &[
+        ("video_id", VARCHAR),
+        ("day", DATE),
+        ("writer_id", UUID),
+        ("sketch", BLOB),
+        ("[timestamp]", BIGINT),
+    ],
+    partition_key: &[0, 1],
+};
+const SELECT_COUNTS: Forged = Forged {
+    id: b"prepared-select-counts",
+    marker: b"FROM video_server.view_counts",
+    table: "view_counts",
+    columns: &[("video_id", VARCHAR), ("day", DATE)],
+    partition_key: &[0],
+};
+const SELECT_SKETCHES: Forged = Forged {
+    id: b"prepared-select-sketches",
+    marker: b"FROM video_server.view_sketches",
+    table: "view_sketches",
+    columns: &[("video_id", VARCHAR), ("day", DATE)],
+    partition_key: &[0, 1],
+};
+const AGREE_SALT: Forged = Forged {
+    id: b"prepared-agree-salt",
+    marker: b"INTO video_server.salts",
+    table: "salts",
+    columns: &[("day", DATE), ("salt", BLOB)],
+    partition_key: &[0],
+};
+const FORGED: [&Forged; 6] = [
+    &INSERT_VIEW,
+    &INSERT_COUNT,
+    &INSERT_SKETCH,
+    &SELECT_COUNTS,
+    &SELECT_SKETCHES,
+    &AGREE_SALT,
 ];
-const ROLLUP_COLUMNS: [(&str, u16); 3] = [
-    ("video_id", VARCHAR),
-    ("flush_id", TIMEUUID),
-    ("views", BIGINT),
-];
+
+/// What the fake node answers to reads, set by each test.
+#[derive(Default)]
+struct Answers {
+    /// `view_counts` rows: (day, views).
+    counts: Vec<(i64, i64)>,
+    /// `view_sketches` rows per day.
+    sketches: BTreeMap<i64, Vec<Vec<u8>>>,
+    /// The catalog, answered in two pages.
+    catalog: Vec<(String, String)>,
+    /// The salt a lightweight transaction finds already there (None: it applies).
+    salt: Option<[u8; 16]>,
+}
 
 fn put_string(buf: &mut BytesMut, text: &str) {
     buf.put_u16(text.len() as u16);
@@ -66,16 +153,42 @@ fn put_string(buf: &mut BytesMut, text: &str) {
 }
 
 /// A RESULT/PREPARED body: id, bind metadata (global table spec), no result metadata.
-fn prepared_body(id: &[u8], table: &str, columns: &[(&str, u16)], partition_key: &[u16]) -> Bytes {
+fn prepared_body(forged: &Forged) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i32(0x0004);
-    buf.put_u16(id.len() as u16);
-    buf.put_slice(id);
+    buf.put_u16(forged.id.len() as u16);
+    buf.put_slice(forged.id);
     buf.put_i32(0x0001);
-    buf.put_i32(columns.len() as i32);
-    buf.put_i32(partition_key.len() as i32);
-    for index in partition_key {
+    buf.put_i32(forged.columns.len() as i32);
+    buf.put_i32(forged.partition_key.len() as i32);
+    for index in forged.partition_key {
         buf.put_u16(*index);
+    }
+    put_string(&mut buf, "video_server");
+    put_string(&mut buf, forged.table);
+    for (name, type_id) in forged.columns {
+        put_string(&mut buf, name);
+        buf.put_u16(*type_id);
+    }
+    buf.put_i32(0x0004);
+    buf.put_i32(0);
+    buf.freeze()
+}
+
+/// A RESULT/ROWS body with its metadata, and a paging state when more pages follow.
+fn rows_body(
+    table: &str,
+    columns: &[(&str, u16)],
+    rows: &[Vec<Option<Vec<u8>>>],
+    paging_state: Option<&[u8]>,
+) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0x0002);
+    buf.put_i32(0x0001 | if paging_state.is_some() { 0x0002 } else { 0 });
+    buf.put_i32(columns.len() as i32);
+    if let Some(state) = paging_state {
+        buf.put_i32(state.len() as i32);
+        buf.put_slice(state);
     }
     put_string(&mut buf, "video_server");
     put_string(&mut buf, table);
@@ -83,9 +196,33 @@ fn prepared_body(id: &[u8], table: &str, columns: &[(&str, u16)], partition_key:
         put_string(&mut buf, name);
         buf.put_u16(*type_id);
     }
-    buf.put_i32(0x0004);
-    buf.put_i32(0);
+    buf.put_i32(rows.len() as i32);
+    for row in rows {
+        for cell in row {
+            match cell {
+                Some(bytes) => {
+                    buf.put_i32(bytes.len() as i32);
+                    buf.put_slice(bytes);
+                }
+                None => buf.put_i32(-1),
+            }
+        }
+    }
     buf.freeze()
+}
+
+fn cql_date(day: i64) -> Vec<u8> {
+    ((1u32 << 31).wrapping_add_signed(day as i32))
+        .to_be_bytes()
+        .to_vec()
+}
+
+fn day_of(bytes: &[u8]) -> i64 {
+    i64::from(u32::from_be_bytes(bytes.try_into().expect("a date"))) - (1i64 << 31)
+}
+
+fn bigint(bytes: &[u8]) -> i64 {
+    i64::from_be_bytes(bytes.try_into().expect("a bigint"))
 }
 
 fn result(frame: &RequestFrame, body: Bytes) -> ResponseFrame {
@@ -104,13 +241,137 @@ fn body_contains(text: &[u8]) -> Condition {
     Condition::BodyContainsCaseSensitive(text.into())
 }
 
-/// Handshake, schema, prepares and executes all answered successfully; every frame is
+fn execute_of(forged: &Forged) -> Condition {
+    Condition::RequestOpcode(RequestOpcode::Execute).and(body_contains(forged.id))
+}
+
+/// The answers to reads, from `answers` as the test last set them; count reads are
 /// reported on `feedback`.
-fn healthy_rules(
+fn read_rules(
+    answers: &Arc<Mutex<Answers>>,
     feedback: &mpsc::UnboundedSender<(RequestFrame, Option<u16>)>,
 ) -> Vec<RequestRule> {
-    let fb = |reaction: RequestReaction| reaction.with_feedback_when_performed(feedback.clone());
+    let counts = Arc::clone(answers);
+    let sketches = Arc::clone(answers);
+    let salt = Arc::clone(answers);
+    let page_one = Arc::clone(answers);
+    let page_two = Arc::clone(answers);
+    let catalog_columns: &[(&str, u16)] = &[("video_id", VARCHAR), ("document", VARCHAR)];
+    let catalog_page = |videos: &[(String, String)]| -> Vec<Vec<Option<Vec<u8>>>> {
+        videos
+            .iter()
+            .map(|(id, document)| {
+                vec![
+                    Some(id.as_bytes().to_vec()),
+                    Some(document.as_bytes().to_vec()),
+                ]
+            })
+            .collect()
+    };
     vec![
+        RequestRule(
+            execute_of(&SELECT_COUNTS),
+            forge(move |frame| {
+                let from = day_of(&decode_execute(&frame).values[1]);
+                let rows: Vec<Vec<Option<Vec<u8>>>> = counts
+                    .lock()
+                    .counts
+                    .iter()
+                    .filter(|(day, _)| *day >= from)
+                    .map(|(day, views)| {
+                        vec![Some(cql_date(*day)), Some(views.to_be_bytes().to_vec())]
+                    })
+                    .collect();
+                result(
+                    &frame,
+                    rows_body(
+                        "view_counts",
+                        &[("day", DATE), ("views", BIGINT)],
+                        &rows,
+                        None,
+                    ),
+                )
+            })
+            .with_feedback_when_performed(feedback.clone()),
+        ),
+        RequestRule(
+            execute_of(&SELECT_SKETCHES),
+            forge(move |frame| {
+                let day = day_of(&decode_execute(&frame).values[1]);
+                let rows: Vec<Vec<Option<Vec<u8>>>> = sketches
+                    .lock()
+                    .sketches
+                    .get(&day)
+                    .map(|found| {
+                        found
+                            .iter()
+                            .map(|bytes| vec![Some(bytes.clone())])
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                result(
+                    &frame,
+                    rows_body("view_sketches", &[("sketch", BLOB)], &rows, None),
+                )
+            }),
+        ),
+        RequestRule(
+            execute_of(&AGREE_SALT),
+            forge(move |frame| {
+                let values = decode_execute(&frame).values;
+                let body = match salt.lock().salt {
+                    None => rows_body(
+                        "salts",
+                        &[("[applied]", BOOLEAN)],
+                        &[vec![Some(vec![1])]],
+                        None,
+                    ),
+                    Some(kept) => rows_body(
+                        "salts",
+                        &[("[applied]", BOOLEAN), ("day", DATE), ("salt", BLOB)],
+                        &[vec![
+                            Some(vec![0]),
+                            Some(values[0].clone()),
+                            Some(kept.to_vec()),
+                        ]],
+                        None,
+                    ),
+                };
+                result(&frame, body)
+            }),
+        ),
+        // The catalog in two pages: the second is asked for with the first's paging state.
+        RequestRule(
+            Condition::RequestOpcode(RequestOpcode::Query).and(body_contains(b"PAGE-TWO")),
+            forge(move |frame| {
+                let catalog = &page_two.lock().catalog;
+                let rows = catalog_page(&catalog[catalog.len() / 2..]);
+                result(&frame, rows_body("videos", catalog_columns, &rows, None))
+            }),
+        ),
+        RequestRule(
+            Condition::RequestOpcode(RequestOpcode::Query)
+                .and(body_contains(b"FROM video_server.videos")),
+            forge(move |frame| {
+                let catalog = &page_one.lock().catalog;
+                let rows = catalog_page(&catalog[..catalog.len() / 2]);
+                result(
+                    &frame,
+                    rows_body("videos", catalog_columns, &rows, Some(b"PAGE-TWO")),
+                )
+            }),
+        ),
+    ]
+}
+
+/// Handshake, schema, prepares and executes all answered successfully, reads from
+/// `answers`; every frame is reported on `feedback`.
+fn healthy_rules(
+    feedback: &mpsc::UnboundedSender<(RequestFrame, Option<u16>)>,
+    answers: &Arc<Mutex<Answers>>,
+) -> Vec<RequestRule> {
+    let fb = |reaction: RequestReaction| reaction.with_feedback_when_performed(feedback.clone());
+    let mut rules = vec![
         RequestRule(
             Condition::RequestOpcode(RequestOpcode::Options),
             forge(|frame| {
@@ -129,56 +390,27 @@ fn healthy_rules(
             body_contains(b"system."),
             RequestReaction::forge().server_error(),
         ),
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Query),
-            fb(forge(|frame| void(&frame))),
-        ),
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Prepare).and(body_contains(b"view_rollups")),
-            fb(forge(|frame| {
-                result(
-                    &frame,
-                    prepared_body(ROLLUP_ID, "view_rollups", &ROLLUP_COLUMNS, &[0]),
-                )
-            })),
-        ),
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Prepare).and(body_contains(b".views (")),
-            fb(forge(|frame| {
-                result(
-                    &frame,
-                    prepared_body(VIEW_ID, "views", &VIEW_COLUMNS, &[0, 1, 2]),
-                )
-            })),
-        ),
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Execute),
-            fb(forge(|frame| void(&frame))),
-        ),
-        // Anything else would be silently dropped and hang the driver: refuse it loudly.
-        RequestRule(Condition::True, RequestReaction::forge().protocol_error()),
-    ]
-}
-
-/// The healthy rules with `failure` answering the first `times` view EXECUTEs (or every one).
-fn failing_rules(
-    feedback: &mpsc::UnboundedSender<(RequestFrame, Option<u16>)>,
-    failure: RequestReaction,
-    times: Option<usize>,
-) -> Vec<RequestRule> {
-    let mut condition =
-        Condition::RequestOpcode(RequestOpcode::Execute).and(body_contains(VIEW_ID));
-    if let Some(times) = times {
-        condition = condition.and(Condition::TrueForLimitedTimes(times));
+    ];
+    rules.extend(read_rules(answers, feedback));
+    rules.push(RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Query),
+        fb(forge(|frame| void(&frame))),
+    ));
+    for forged in FORGED {
+        rules.push(RequestRule(
+            Condition::RequestOpcode(RequestOpcode::Prepare).and(body_contains(forged.marker)),
+            fb(forge(move |frame| result(&frame, prepared_body(forged)))),
+        ));
     }
-    let mut rules = healthy_rules(feedback);
-    rules.insert(
-        2,
-        RequestRule(
-            condition,
-            failure.with_feedback_when_performed(feedback.clone()),
-        ),
-    );
+    rules.push(RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Execute),
+        fb(forge(|frame| void(&frame))),
+    ));
+    // Anything else would be silently dropped and hang the driver: refuse it loudly.
+    rules.push(RequestRule(
+        Condition::True,
+        RequestReaction::forge().protocol_error(),
+    ));
     rules
 }
 
@@ -188,6 +420,7 @@ struct FakeNode {
     address: SocketAddr,
     feedback_tx: mpsc::UnboundedSender<(RequestFrame, Option<u16>)>,
     feedback: mpsc::UnboundedReceiver<(RequestFrame, Option<u16>)>,
+    answers: Arc<Mutex<Answers>>,
 }
 
 impl FakeNode {
@@ -199,7 +432,8 @@ impl FakeNode {
             .expect("proxy runtime");
         let address = SocketAddr::new(scylla_proxy::get_exclusive_local_address(), 9042);
         let (feedback_tx, feedback) = mpsc::unbounded_channel();
-        let rules = healthy_rules(&feedback_tx);
+        let answers = Arc::new(Mutex::new(Answers::default()));
+        let rules = healthy_rules(&feedback_tx, &answers);
         let proxy = runtime
             .block_on(
                 Proxy::builder()
@@ -219,6 +453,7 @@ impl FakeNode {
             address,
             feedback_tx,
             feedback,
+            answers,
         }
     }
 
@@ -228,15 +463,27 @@ impl FakeNode {
         }
     }
 
-    /// Answers view EXECUTEs with `failure` (the first `times` of them, or every one).
-    fn fail_view_writes(&mut self, failure: RequestReaction, times: Option<usize>) {
-        let rules = failing_rules(&self.feedback_tx, failure, times);
+    /// Answers the EXECUTEs of `statement` with `failure` (the first `times` of them, or
+    /// every one); everything else as usual.
+    fn fail(&mut self, statement: &Forged, failure: RequestReaction, times: Option<usize>) {
+        let mut condition = execute_of(statement);
+        if let Some(times) = times {
+            condition = condition.and(Condition::TrueForLimitedTimes(times));
+        }
+        let mut rules = healthy_rules(&self.feedback_tx, &self.answers);
+        rules.insert(
+            2,
+            RequestRule(
+                condition,
+                failure.with_feedback_when_performed(self.feedback_tx.clone()),
+            ),
+        );
         self.set_rules(rules);
     }
 
     /// Answers everything successfully again.
     fn heal(&mut self) {
-        let rules = healthy_rules(&self.feedback_tx);
+        let rules = healthy_rules(&self.feedback_tx, &self.answers);
         self.set_rules(rules);
     }
 
@@ -263,6 +510,14 @@ impl FakeNode {
             create_schema: true,
         }
     }
+
+    fn cluster(&self) -> Cluster {
+        let cluster = Cluster::new(self.config()).expect("driver runtime");
+        cluster
+            .wait_until_connected(Duration::from_secs(10))
+            .expect("connect to the fake node");
+        cluster
+    }
 }
 
 impl Drop for FakeNode {
@@ -288,6 +543,7 @@ fn decode_execute(frame: &RequestFrame) -> Execute {
     let mut at = 2 + id_len;
     let consistency = u16::from_be_bytes([body[at], body[at + 1]]);
     at += 2;
+    // Protocol v4 query flags are one byte.
     let flags = body[at];
     at += 1;
     let mut values = Vec::new();
@@ -315,13 +571,43 @@ fn long_string(frame: &RequestFrame) -> String {
     String::from_utf8_lossy(&body[4..4 + len]).into_owned()
 }
 
-fn executes(frames: &[RequestFrame], id: &[u8]) -> Vec<Execute> {
+fn executes(frames: &[RequestFrame], statement: &Forged) -> Vec<Execute> {
     frames
         .iter()
         .filter(|frame| frame.opcode == RequestOpcode::Execute)
         .map(decode_execute)
-        .filter(|execute| execute.id == id)
+        .filter(|execute| execute.id == statement.id)
         .collect()
+}
+
+/// The count rows as the cluster would keep them: per (day, writer), the largest total
+/// sent (the cell timestamp is the total, and the larger timestamp wins).
+fn kept_counts(frames: &[RequestFrame]) -> BTreeMap<(i64, Vec<u8>), i64> {
+    let mut kept: BTreeMap<(i64, Vec<u8>), i64> = BTreeMap::new();
+    for row in executes(frames, &INSERT_COUNT) {
+        let views = bigint(&row.values[3]);
+        assert_eq!(bigint(&row.values[4]), views, "stamped with its own total");
+        let slot = kept
+            .entry((day_of(&row.values[1]), row.values[2].clone()))
+            .or_default();
+        *slot = (*slot).max(views);
+    }
+    kept
+}
+
+/// Likewise the sketches: per (day, writer), the one stamped with the largest total.
+fn kept_sketches(frames: &[RequestFrame]) -> BTreeMap<(i64, Vec<u8>), (i64, Vec<u8>)> {
+    let mut kept: BTreeMap<(i64, Vec<u8>), (i64, Vec<u8>)> = BTreeMap::new();
+    for row in executes(frames, &INSERT_SKETCH) {
+        let stamp = bigint(&row.values[4]);
+        let slot = kept
+            .entry((day_of(&row.values[1]), row.values[2].clone()))
+            .or_insert((i64::MIN, Vec::new()));
+        if stamp > slot.0 {
+            *slot = (stamp, row.values[3].clone());
+        }
+    }
+    kept
 }
 
 fn quick_policy() -> RetryPolicy {
@@ -340,10 +626,7 @@ fn resilient(
     dir: &std::path::Path,
 ) -> (ResilientStore<ScyllaViewStore>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
-    let remote = ScyllaViewStore::new(Cluster::new(node.config()).expect("driver runtime"));
-    remote
-        .wait_until_connected(Duration::from_secs(10))
-        .expect("connect to the fake node");
+    let remote = ScyllaViewStore::new(node.cluster());
     let outbox = Outbox::open(dir).expect("outbox");
     (
         ResilientStore::new(remote, outbox, Arc::clone(&metrics), quick_policy()),
@@ -351,51 +634,66 @@ fn resilient(
     )
 }
 
+/// Replays until both the views and the counts have left the outbox.
+fn drain_all(store: &mut ResilientStore<ScyllaViewStore>) {
+    drain_outbox(store, Duration::from_secs(10));
+    poll_until(Duration::from_secs(10), || {
+        store.maintain();
+        (store.outbox_pending_counts() == 0).then_some(())
+    });
+    assert_eq!(store.outbox_depth(), 0);
+    assert_eq!(store.outbox_pending_counts(), 0);
+}
+
 #[test]
 fn statements_text_matches_the_forged_column_metadata() {
-    let view_cql = insert_view_cql("video_server", None);
-    let names: Vec<&str> = VIEW_COLUMNS.iter().map(|(name, _)| *name).collect();
-    assert!(
-        view_cql.contains(&format!("({})", names.join(", "))),
-        "{view_cql}"
-    );
-    let rollup_cql = insert_rollup_cql("video_server");
-    let names: Vec<&str> = ROLLUP_COLUMNS.iter().map(|(name, _)| *name).collect();
-    assert!(
-        rollup_cql.contains(&format!("({})", names.join(", "))),
-        "{rollup_cql}"
-    );
-    let schema = schema_statements("video_server", &Replication::Simple { factor: 1 }).join("\n");
-    for (name, _) in VIEW_COLUMNS.iter().chain(ROLLUP_COLUMNS.iter()) {
+    let schema =
+        schema_statements("video_server", &Replication::Simple { factor: 1 }, None).join("\n");
+    let statements = [
+        (&INSERT_VIEW, insert_view_cql("video_server")),
+        (&INSERT_COUNT, insert_count_cql("video_server")),
+        (&INSERT_SKETCH, insert_sketch_cql("video_server")),
+        (&AGREE_SALT, agree_salt_cql("video_server")),
+    ];
+    for (forged, cql) in statements {
         assert!(
-            schema.contains(&format!("    {name} ")),
-            "schema lacks {name}"
+            cql.contains(std::str::from_utf8(forged.marker).expect("utf-8")),
+            "{cql}"
         );
+        let names: Vec<&str> = forged
+            .columns
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| !name.starts_with('['))
+            .collect();
+        assert!(cql.contains(&format!("({})", names.join(", "))), "{cql}");
+        for name in names {
+            assert!(
+                schema.contains(&format!("    {name} ")),
+                "schema lacks {name}"
+            );
+        }
+    }
+    for (forged, cql) in [
+        (&SELECT_COUNTS, select_counts_cql("video_server")),
+        (&SELECT_SKETCHES, select_sketches_cql("video_server")),
+    ] {
+        assert!(
+            cql.contains(std::str::from_utf8(forged.marker).expect("utf-8")),
+            "{cql}"
+        );
+        for (name, _) in forged.columns {
+            assert!(cql.contains(&format!("{name} ")), "{cql} binds {name}");
+        }
     }
 }
 
 #[test]
-fn a_flush_sends_schema_prepares_and_bound_rows() {
+fn a_flush_sends_schema_prepares_view_rows_and_stamped_totals() {
     let mut node = FakeNode::start();
-    let mut store = ScyllaViewStore::new(Cluster::new(node.config()).expect("driver runtime"));
-    store
-        .wait_until_connected(Duration::from_secs(10))
-        .expect("connect to the fake node");
-    let batch = seed_views(5, CLIENT_IP);
-    let flush = video_server::store::Flush {
-        id: uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]),
-        views: batch
-            .iter()
-            .enumerate()
-            .map(|(i, view)| video_server::store::PendingView {
-                id: uuid::Uuid::now_v1(&[9, 9, 9, 9, 9, i as u8]),
-                video_id: "12345".into(),
-                client_ip: view.client_ip,
-                timestamp_ms: view.timestamp_ms,
-            })
-            .collect(),
-    };
-    store.write_flush(&flush).expect("write");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, _) = resilient(&node, dir.path());
+    store.write_views(&seed_views(5, CLIENT_IP)).expect("write");
     let frames = node.frames();
 
     let queries: Vec<String> = frames
@@ -405,54 +703,65 @@ fn a_flush_sends_schema_prepares_and_bound_rows() {
         .collect();
     assert_eq!(
         queries,
-        schema_statements("video_server", &Replication::Simple { factor: 1 })
+        schema_statements("video_server", &Replication::Simple { factor: 1 }, None)
     );
-
     let prepares: HashSet<String> = frames
         .iter()
         .filter(|frame| frame.opcode == RequestOpcode::Prepare)
         .map(long_string)
         .collect();
-    assert!(
-        prepares.contains(&insert_view_cql("video_server", None)),
-        "{prepares:?}"
-    );
-    assert!(
-        prepares.contains(&insert_rollup_cql("video_server")),
-        "{prepares:?}"
-    );
+    for cql in [
+        insert_view_cql("video_server"),
+        insert_count_cql("video_server"),
+        insert_sketch_cql("video_server"),
+    ] {
+        assert!(prepares.contains(&cql), "{cql} not in {prepares:?}");
+    }
 
-    let rows = executes(&frames, VIEW_ID);
+    let rows = executes(&frames, &INSERT_VIEW);
     assert_eq!(rows.len(), 5);
-    let ids: HashSet<Vec<u8>> = rows.iter().map(|row| row.values[3].clone()).collect();
-    let expected: HashSet<Vec<u8>> = flush
-        .views
-        .iter()
-        .map(|v| v.id.as_bytes().to_vec())
-        .collect();
-    assert_eq!(ids, expected, "every view row carries its own timeuuid");
+    let ids: HashSet<Vec<u8>> = rows.iter().map(|row| row.values[4].clone()).collect();
+    assert_eq!(ids.len(), 5, "every view row carries its own timeuuid");
     for row in &rows {
         assert_eq!(row.consistency, 0x0006, "LOCAL_QUORUM");
         assert_eq!(row.values[0], b"12345");
-        assert_eq!(row.values[4], [203, 0, 113, 5], "inet");
-        let millis = i64::from_be_bytes(row.values[5][..].try_into().expect("8 bytes"));
-        assert!(flush.views.iter().any(|v| v.timestamp_ms == millis));
+        assert_eq!(
+            row.values[5],
+            CLIENT_IP.as_bytes(),
+            "the viewer as the writer got it"
+        );
+        let minute = bigint(&row.values[1]);
+        let viewed_at = bigint(&row.values[6]);
+        assert_eq!(minute, viewed_at - viewed_at % 60_000);
     }
-    let rollups = executes(&frames, ROLLUP_ID);
-    assert_eq!(rollups.len(), 1);
-    assert_eq!(rollups[0].values[0], b"12345");
-    assert_eq!(rollups[0].values[1], flush.id.as_bytes());
+    let counts = executes(&frames, &INSERT_COUNT);
+    assert_eq!(counts.len(), 1, "one row per video and day");
+    assert_eq!(counts[0].values[0], b"12345");
+    assert_eq!(day_of(&counts[0].values[1]), utc_day(epoch_millis()));
+    assert_eq!(counts[0].values[2], store.writer_id().as_bytes());
     assert_eq!(
-        i64::from_be_bytes(rollups[0].values[2][..].try_into().expect("bigint")),
-        5
+        (bigint(&counts[0].values[3]), bigint(&counts[0].values[4])),
+        (5, 5)
     );
+    let sketches = executes(&frames, &INSERT_SKETCH);
+    assert_eq!(sketches.len(), 1);
+    let sketch = Sketch::from_bytes(&sketches[0].values[3]).expect("a sketch");
+    assert_eq!(sketch.estimate(), 1, "one client");
+    assert_eq!(bigint(&sketches[0].values[4]), 5);
 
-    // A second flush reuses the session and the prepared statements.
-    store.write_flush(&flush).expect("write again");
+    // The next flush reuses the session and the prepared statements, and carries the
+    // running total.
+    store
+        .write_views(&seed_views(2, CLIENT_IP))
+        .expect("write again");
     let frames = node.frames();
     assert!(
         frames.iter().all(|f| f.opcode == RequestOpcode::Execute),
         "re-prepared or re-created schema"
+    );
+    assert_eq!(
+        kept_counts(&frames).into_values().collect::<Vec<_>>(),
+        vec![7]
     );
 }
 
@@ -463,14 +772,18 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
     let (mut store, metrics) = resilient(&node, dir.path());
 
     // 1. One write timeout: the retry succeeds, nothing is spilled.
-    node.fail_view_writes(RequestReaction::forge().write_timeout(), Some(1));
+    node.fail(
+        &INSERT_VIEW,
+        RequestReaction::forge().write_timeout(),
+        Some(1),
+    );
     store.write_views(&seed_views(4, CLIENT_IP)).expect("write");
     assert_eq!(metrics.store_retries.get(), 1);
     assert_eq!(store.outbox_depth(), 0);
-    node.frames();
+    let mut frames = node.frames();
 
     // 2. Overloaded on every view write: the batch is spilled after its retries.
-    node.fail_view_writes(RequestReaction::forge().overloaded(), None);
+    node.fail(&INSERT_VIEW, RequestReaction::forge().overloaded(), None);
     store
         .write_views(&seed_views(6, CLIENT_IP))
         .expect("spilled");
@@ -481,10 +794,14 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
         .write_views(&seed_views(3, CLIENT_IP))
         .expect("spilled");
     assert_eq!(store.outbox_depth(), 9);
+    assert_eq!(
+        store.outbox_pending_counts(),
+        1,
+        "one tally, its newest total"
+    );
 
     // 3. Unavailable replicas: still spilled, never lost.
-    node.fail_view_writes(RequestReaction::forge().unavailable(), None);
-    // Replays go on for 300 ms (stopping early only if a view leaves the outbox).
+    node.fail(&INSERT_VIEW, RequestReaction::forge().unavailable(), None);
     poll_until(Duration::from_millis(300), || {
         store.maintain();
         (store.outbox_depth() != 9).then_some(())
@@ -494,19 +811,20 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
         9,
         "replay into a failing cluster must not drop views"
     );
-    let failed_rows: HashSet<Vec<u8>> = executes(&node.frames(), VIEW_ID)
+    let failed = node.frames();
+    let failed_rows: HashSet<Vec<u8>> = executes(&failed, &INSERT_VIEW)
         .into_iter()
-        .map(|row| row.values[3].clone())
+        .map(|row| row.values[4].clone())
         .collect();
+    frames.extend(failed);
 
-    // 4. The cluster recovers: the outbox drains, each view written under its original id.
+    // 4. The cluster recovers: the outbox drains, each view under its original id.
     node.heal();
-    drain_outbox(&mut store, Duration::from_secs(10));
-    assert_eq!(store.outbox_depth(), 0);
+    drain_all(&mut store);
     assert_eq!(metrics.views_replayed.get(), 9);
-    let frames = node.frames();
-    let replayed = executes(&frames, VIEW_ID);
-    let replayed_ids: HashSet<Vec<u8>> = replayed.iter().map(|row| row.values[3].clone()).collect();
+    let replay = node.frames();
+    let replayed = executes(&replay, &INSERT_VIEW);
+    let replayed_ids: HashSet<Vec<u8>> = replayed.iter().map(|row| row.values[4].clone()).collect();
     assert_eq!(
         replayed.len(),
         9,
@@ -517,11 +835,191 @@ fn forged_failures_are_retried_spilled_and_replayed_without_duplicates() {
         failed_rows.is_subset(&replayed_ids),
         "replay must reuse the ids of the failed attempts"
     );
-    let rollup_total: i64 = executes(&frames, ROLLUP_ID)
+    frames.extend(replay);
+    let kept = kept_counts(&frames);
+    assert_eq!(
+        kept.values().sum::<i64>(),
+        13,
+        "4 + 6 + 3, each view once: {kept:?}"
+    );
+}
+
+#[test]
+fn a_failure_partway_through_a_flush_then_replay_counts_every_view_once() {
+    let mut node = FakeNode::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, _) = resilient(&node, dir.path());
+    let mut frames = Vec::new();
+    // The view rows go through and the count write fails (every attempt): the flush is
+    // kept, and its count with it.
+    node.fail(
+        &INSERT_COUNT,
+        RequestReaction::forge().write_timeout(),
+        None,
+    );
+    store.write_views(&seed_views(5, CLIENT_IP)).expect("kept");
+    assert_eq!(store.outbox_depth(), 5);
+    assert_eq!(store.outbox_pending_counts(), 1);
+    frames.extend(node.frames());
+    // A timed-out write may or may not have been applied: every attempt counts as sent
+    // (kept_counts keeps the largest), which is the worst case for a double count.
+    assert_eq!(
+        executes(&frames, &INSERT_COUNT).len(),
+        3,
+        "the count write was tried three times"
+    );
+    // Then the sketch write alone fails once on replay, and one view row of the next
+    // flush fails while its others go through (a flush partly written, then retried).
+    node.fail(
+        &INSERT_SKETCH,
+        RequestReaction::forge().overloaded(),
+        Some(1),
+    );
+    drain_all(&mut store);
+    node.fail(
+        &INSERT_VIEW,
+        RequestReaction::forge().write_timeout(),
+        Some(1),
+    );
+    store
+        .write_views(&seed_views(4, CLIENT_IP))
+        .expect("retried");
+    node.heal();
+    drain_all(&mut store);
+    frames.extend(node.frames());
+    let kept = kept_counts(&frames);
+    assert_eq!(kept.values().sum::<i64>(), 9, "{kept:?}");
+    let view_ids: HashSet<Vec<u8>> = executes(&frames, &INSERT_VIEW)
+        .into_iter()
+        .map(|row| row.values[4].clone())
+        .collect();
+    assert_eq!(
+        view_ids.len(),
+        9,
+        "every view row written, under one id each"
+    );
+    let sketches = kept_sketches(&frames);
+    assert_eq!(sketches.values().map(|(stamp, _)| *stamp).sum::<i64>(), 9);
+}
+
+#[test]
+fn two_writers_on_one_store_count_apart_and_a_reader_sums_them() {
+    let mut node = FakeNode::start();
+    let (first_dir, second_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut first, _) = resilient(&node, first_dir.path());
+    let (mut second, _) = resilient(&node, second_dir.path());
+    assert_ne!(first.writer_id(), second.writer_id());
+    // Interleaved batches; the second writer's first batch is replayed from its outbox
+    // after a later one went straight through (an older total arrives last).
+    first.write_views(&seed_views(3, CLIENT_IP)).expect("write");
+    node.fail(&INSERT_VIEW, RequestReaction::forge().overloaded(), None);
+    second
+        .write_views(&seed_views(4, "198.51.100.1"))
+        .expect("spilled");
+    node.heal();
+    std::thread::sleep(Duration::from_millis(60));
+    second
+        .write_views(&seed_views(2, CLIENT_IP))
+        .expect("write");
+    first.write_views(&seed_views(5, CLIENT_IP)).expect("write");
+    drain_all(&mut second);
+    let frames = node.frames();
+    let kept = kept_counts(&frames);
+    let per_writer: HashMap<Vec<u8>, i64> = kept
         .iter()
-        .map(|row| i64::from_be_bytes(row.values[2][..].try_into().expect("bigint")))
-        .sum();
-    assert_eq!(rollup_total, 9, "rollups count each replayed view once");
+        .map(|((_, writer), views)| (writer.clone(), *views))
+        .collect();
+    assert_eq!(per_writer[&first.writer_id().as_bytes().to_vec()], 8);
+    assert_eq!(per_writer[&second.writer_id().as_bytes().to_vec()], 6);
+
+    // A server reading the store sums the writers' rows and merges their sketches.
+    let today = utc_day(epoch_millis());
+    {
+        let mut answers = node.answers.lock();
+        answers.counts = kept
+            .iter()
+            .map(|((day, _), views)| (*day, *views))
+            .collect();
+        answers.sketches.insert(
+            today,
+            kept_sketches(&frames)
+                .into_values()
+                .map(|(_, sketch)| sketch)
+                .collect(),
+        );
+    }
+    let mut reader = ScyllaCatalogStore::new(node.cluster());
+    let counts = reader.view_counts("12345").expect("read counts");
+    assert_eq!(counts.total, 14);
+    assert_eq!(counts.days.len(), 1);
+    assert_eq!(counts.days[0].day, today);
+    assert_eq!(counts.days[0].views, 14);
+    assert_eq!(
+        counts.days[0].unique_viewers, 2,
+        "two clients, merged across writers"
+    );
+}
+
+#[test]
+fn reads_of_an_empty_day_a_missing_sketch_and_a_paged_catalog() {
+    let mut node = FakeNode::start();
+    let mut reader = ScyllaCatalogStore::new(node.cluster());
+    let today = utc_day(epoch_millis());
+
+    // Nothing counted: zero, no days, no error.
+    let counts = reader.view_counts("12345").expect("read");
+    assert_eq!((counts.total, counts.days.len()), (0, 0));
+
+    // Counts with no sketch written yet (a sketch write still failing): views, 0 uniques.
+    node.answers.lock().counts = vec![(today - 3, 7), (today, 2), (today, 3)];
+    let mut reader = ScyllaCatalogStore::new(node.cluster());
+    let counts = reader.view_counts("12345").expect("read");
+    assert_eq!(counts.total, 12);
+    let days: Vec<(i64, u64, u64)> = counts
+        .days
+        .iter()
+        .map(|day| (day.day - today, day.views, day.unique_viewers))
+        .collect();
+    assert_eq!(days, vec![(-3, 7, 0), (0, 5, 0)]);
+    // Read again soon after: only yesterday and today are asked for, the rest is cached.
+    node.frames();
+    let again = reader.view_counts("12345").expect("read");
+    assert_eq!(again.total, 12);
+    let asked: Vec<i64> = executes(&node.frames(), &SELECT_COUNTS)
+        .iter()
+        .map(|read| day_of(&read.values[1]) - today)
+        .collect();
+    assert_eq!(asked, vec![-1], "from yesterday on");
+
+    // The catalog comes in two pages; all of it is read.
+    node.answers.lock().catalog = (0..5)
+        .map(|i| {
+            (
+                format!("v{i}"),
+                format!(r#"{{"videoId":"v{i}","title":"t","sources":[]}}"#),
+            )
+        })
+        .collect();
+    let videos = ScyllaCatalogStore::load_videos(&mut reader).expect("catalog");
+    let ids: Vec<&str> = videos.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, vec!["v0", "v1", "v2", "v3", "v4"]);
+}
+
+#[test]
+fn a_salt_is_the_one_the_lightweight_transaction_kept() {
+    let node = FakeNode::start();
+    let mut reader = ScyllaCatalogStore::new(node.cluster());
+    let today = utc_day(epoch_millis());
+    assert_eq!(reader.agree_salt(today, [1; 16]).expect("applied"), [1; 16]);
+    node.answers.lock().salt = Some([9; 16]);
+    assert_eq!(
+        reader.agree_salt(today, [2; 16]).expect("not applied"),
+        [9; 16],
+        "another server's salt wins"
+    );
 }
 
 #[test]
@@ -529,7 +1027,7 @@ fn a_permanent_error_keeps_the_batch_in_the_outbox() {
     let mut node = FakeNode::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut store, metrics) = resilient(&node, dir.path());
-    node.fail_view_writes(RequestReaction::forge().syntax_error(), None);
+    node.fail(&INSERT_VIEW, RequestReaction::forge().syntax_error(), None);
     store.write_views(&seed_views(2, CLIENT_IP)).expect("kept");
     assert_eq!(store.outbox_depth(), 2);
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Views: recorded per hit, persisted by the batch writer, counted, kept across a graceful
-//! shutdown and restart, attributed to the right client address.
+//! shutdown and restart, attributed to the right client address, and stored as
+//! `--client-ip` says (hashed by default).
 
 mod common;
 
@@ -45,11 +46,92 @@ fn every_hit_is_persisted_and_counted() {
     assert_eq!(server.metric("views_dropped_total"), 0.0);
     assert_eq!(server.metric("views_pending"), 0.0);
     assert!(server.metric("view_batch_size_count") >= 1.0);
-    assert_eq!(
-        stored_client_ips(&server.data_dir, "12345"),
-        vec![("127.0.0.1".to_owned(), 250)]
-    );
+    // Hashed by default: one client, one value, nothing of its address.
+    let stored = stored_client_ips(&server.data_dir, "12345");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1, 250);
+    assert_hashed(&stored[0].0, "127.0.0.1");
     assert_eq!(server.get("/video/nope/views").status, 404);
+}
+
+/// A stored client that is a hash (32 hex digits) holding nothing of `address`.
+fn assert_hashed(stored: &str, address: &str) {
+    assert_eq!(stored.len(), 32, "{stored}");
+    assert!(stored.bytes().all(|b| b.is_ascii_hexdigit()), "{stored}");
+    assert!(!stored.contains(address), "{stored} holds {address}");
+}
+
+/// The days (since the epoch) of the salts kept in the embedded store.
+fn stored_salt_days(data_dir: &Path) -> Vec<i64> {
+    let connection =
+        rusqlite::Connection::open(data_dir.join("video-server.sqlite3")).expect("open the store");
+    let mut statement = connection
+        .prepare("SELECT day FROM salts ORDER BY day")
+        .expect("prepare");
+    statement
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn today() -> i64 {
+    video_server::store::utc_day(video_server::store::epoch_millis())
+}
+
+#[test]
+fn hashed_clients_keep_the_days_salt_across_restarts_and_old_salts_are_deleted() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(data.path(), &[]);
+    let forwarded = [("X-Forwarded-For", "203.0.113.9")];
+    assert_eq!(server.get_with("/video/12345", &forwarded).status, 200);
+    assert_eq!(server.wait_for_views("12345", 1), 1);
+    let today = today();
+    assert_eq!(stored_salt_days(data.path()), vec![today, today + 1]);
+    assert!(server.terminate().success());
+
+    // Salts left from two and three days ago (a server stopped for days) go at start.
+    let connection =
+        rusqlite::Connection::open(data.path().join("video-server.sqlite3")).expect("open");
+    for day in [today - 3, today - 2] {
+        connection
+            .execute(
+                "INSERT INTO salts (day, salt) VALUES (?1, zeroblob(16))",
+                [day],
+            )
+            .expect("insert an old salt");
+    }
+    drop(connection);
+    let server = Server::start_in(data.path(), &[]);
+    assert_eq!(stored_salt_days(data.path()), vec![today, today + 1]);
+    assert_eq!(server.get("/video/12345").status, 200);
+    assert_eq!(server.wait_for_views("12345", 2), 2);
+    // The same client (127.0.0.1) under the same day's salt: one stored value, and
+    // one unique viewer for the day.
+    let stored = stored_client_ips(data.path(), "12345");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_hashed(&stored[0].0, "127.0.0.1");
+    let counts = server.get("/video/12345/views");
+    assert!(
+        counts.text().contains("\"uniqueViewersToday\":1"),
+        "{}",
+        counts.text()
+    );
+}
+
+#[test]
+fn truncate_keeps_the_network_and_full_the_address() {
+    let forwarded = [("X-Forwarded-For", "203.0.113.9")];
+    for (mode, expected) in [("truncate", "203.0.113.0"), ("full", "203.0.113.9")] {
+        let server = Server::start(&["--client-ip", mode, "--trusted-proxies", "127.0.0.0/8"]);
+        assert_eq!(server.get_with("/video/12345", &forwarded).status, 200);
+        assert_eq!(server.wait_for_views("12345", 1), 1);
+        assert_eq!(
+            stored_client_ips(&server.data_dir, "12345"),
+            vec![(expected.to_owned(), 1)],
+            "--client-ip {mode}"
+        );
+    }
 }
 
 #[test]
@@ -99,8 +181,8 @@ fn sigterm_with_open_keep_alive_connections_exits_promptly() {
 
 #[test]
 fn forwarded_for_is_believed_only_from_trusted_proxies() {
-    let untrusted = Server::start(&[]);
-    let trusted = Server::start(&["--trusted-proxies", "127.0.0.0/8"]);
+    let untrusted = Server::start(&["--client-ip", "full"]);
+    let trusted = Server::start(&["--client-ip", "full", "--trusted-proxies", "127.0.0.0/8"]);
     for server in [&untrusted, &trusted] {
         let response = server.get_with(
             "/video/12345",

@@ -3,9 +3,13 @@
 //! One file, `<data-dir>/video-server.sqlite3`, holds three tables:
 //!
 //! - `videos`: the catalog, one JSON document per `video_id`;
-//! - `views`: every view (`video_id`, `client_ip`, `timestamp_ms`);
-//! - `view_counts`: views per video, advanced in the same transaction as the inserts, so
-//!   counts are exact and reading them at start does not scan `views`.
+//! - `views`: every view (`video_id`, `client_ip`: what `--client-ip` keeps of the
+//!   address, `timestamp_ms`);
+//! - `view_counts`: views per video, and `view_days`: views and a unique-viewer sketch per
+//!   video and UTC day, advanced in the same transaction as the inserts, so counts are
+//!   exact and reading them at start does not scan `views`;
+//! - `salts`: the salt of each day whose views are hashed (`--client-ip hash`), kept by the
+//!   catalog watcher and deleted two days later.
 //!
 //! A `catalog_version` row, advanced by triggers on `videos`, tells the catalog watcher
 //! ([`EmbeddedCatalogSource`], on its own connection) that another process (a
@@ -36,14 +40,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::sqlite::{self, open_durable, sqlite};
 use super::{
-    utc_day, CatalogSource, DayCount, DayUpdate, Persisted, StoreError, StoredVideo, ViewRecord,
-    ViewStore, DAYS_KEPT,
+    utc_day, CatalogSource, DayCount, DayUpdate, Persisted, StoreError, StoredVideo, VideoCounts,
+    ViewRecord, ViewStore, DAYS_KEPT,
 };
 use crate::health::Health;
 use crate::hll::Sketch;
 use crate::metrics::Metrics;
 use crate::video::VideoPayload;
-use std::net::IpAddr;
+use crate::viewer::{Salt, Viewer};
 
 /// The database file's name inside `--data-dir`.
 pub const DATABASE_FILE: &str = "video-server.sqlite3";
@@ -71,6 +75,10 @@ CREATE TABLE IF NOT EXISTS view_days (
     sketch BLOB NOT NULL,
     PRIMARY KEY (video_id, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS salts (
+    day INTEGER PRIMARY KEY NOT NULL,
+    salt BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS catalog_version (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL
@@ -192,9 +200,9 @@ impl EmbeddedStore {
                 let timestamp_ms: i64 = row.get(2).map_err(sqlite("read a view to migrate"))?;
                 let (views, sketch) = days.entry((video_id, utc_day(timestamp_ms))).or_default();
                 *views += 1;
-                match client.parse::<IpAddr>() {
-                    Ok(ip) => sketch.insert(ClientKey::of(&ip).bytes()),
-                    Err(_) => sketch.insert(client.as_bytes()),
+                match Viewer::parse(&client) {
+                    Some(viewer) => sketch.insert(viewer.key().bytes()),
+                    None => sketch.insert(client.as_bytes()),
                 }
             }
             transaction
@@ -419,21 +427,21 @@ impl ViewStore for EmbeddedStore {
         // Merging into the cached sketch before the commit is safe: adding the same
         // clients again on a retry leaves a sketch unchanged.
         let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
-        let mut groups: Vec<((&str, i64), Vec<IpAddr>)> = Vec::new();
+        let mut groups: Vec<((&str, i64), Vec<Viewer>)> = Vec::new();
         for view in views {
             let key = (view.video_id, utc_day(view.timestamp_ms));
             let group = *group_of.entry(key).or_insert_with(|| {
                 groups.push((key, Vec::new()));
                 groups.len() - 1
             });
-            groups[group].1.push(view.client_ip);
+            groups[group].1.push(view.viewer);
         }
         let mut updates = Vec::with_capacity(groups.len());
         let mut sketches = Vec::with_capacity(groups.len());
         for ((video_id, day), clients) in &groups {
             let sketch = self.day_sketch(video_id, *day)?;
             for client in clients {
-                sketch.insert(ClientKey::of(client).bytes());
+                sketch.insert(client.key().bytes());
             }
             updates.push(DayUpdate {
                 video_id: (*video_id).to_owned(),
@@ -525,7 +533,8 @@ impl ViewStore for EmbeddedStore {
 type Reader = Arc<Mutex<Option<Connection>>>;
 
 /// The embedded database as the catalog watcher reads it: on a connection of its own, so
-/// that it never contends with the writer's, and which only ever runs `SELECT`s.
+/// that it never contends with the writer's. It only reads, but for the daily salts (a
+/// few rows a day).
 ///
 /// Only the batch writer opens the file at the path: it opens this connection beside its
 /// own and, when it rebuilds a deleted or replaced file, closes it with its own and opens
@@ -584,8 +593,43 @@ impl CatalogSource for EmbeddedCatalogSource {
         self.read(read_videos)
     }
 
-    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
-        self.read(|connection| read_view_count(connection, video_id))
+    fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError> {
+        // The server serves the embedded store's days from memory (the writer credits
+        // them); this answers tools and tests.
+        let total = self.read(|connection| read_view_count(connection, video_id))?;
+        Ok(VideoCounts {
+            total,
+            days: Vec::new(),
+        })
+    }
+
+    fn agree_salt(&mut self, day: i64, proposed: Salt) -> Result<Salt, StoreError> {
+        self.read(|connection| {
+            connection
+                .execute(
+                    "INSERT OR IGNORE INTO salts (day, salt) VALUES (?1, ?2)",
+                    params![day, proposed.as_slice()],
+                )
+                .map_err(sqlite("store a salt"))?;
+            let stored: Vec<u8> = connection
+                .query_row("SELECT salt FROM salts WHERE day = ?1", [day], |row| {
+                    row.get(0)
+                })
+                .map_err(sqlite("read a salt"))?;
+            Salt::try_from(stored.as_slice()).map_err(|_| StoreError::Sqlite {
+                context: "a stored salt is not 16 bytes",
+                source: rusqlite::Error::InvalidQuery,
+            })
+        })
+    }
+
+    fn forget_salts_before(&mut self, day: i64) -> Result<(), StoreError> {
+        self.read(|connection| {
+            connection
+                .execute("DELETE FROM salts WHERE day < ?1", [day])
+                .map(|_| ())
+                .map_err(sqlite("delete old salts"))
+        })
     }
 }
 
@@ -634,34 +678,6 @@ fn read_videos(connection: &Connection) -> Result<Vec<StoredVideo>, StoreError> 
     Ok(videos)
 }
 
-/// The bytes a client is counted by in a day's sketch: its address's octets (4 or 16),
-/// without allocating.
-struct ClientKey {
-    octets: [u8; 16],
-    len: usize,
-}
-
-impl ClientKey {
-    fn of(ip: &IpAddr) -> Self {
-        let mut octets = [0u8; 16];
-        let len = match ip {
-            IpAddr::V4(v4) => {
-                octets[..4].copy_from_slice(&v4.octets());
-                4
-            }
-            IpAddr::V6(v6) => {
-                octets = v6.octets();
-                16
-            }
-        };
-        ClientKey { octets, len }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.octets[..self.len]
-    }
-}
-
 fn read_view_count(connection: &Connection, video_id: &str) -> Result<u64, StoreError> {
     let views: Option<i64> = connection
         .query_row(
@@ -696,11 +712,9 @@ fn bind_views(
     views: &[ViewRecord<'_>],
     ip_text: &mut String,
 ) -> Result<(), StoreError> {
-    use std::fmt::Write;
     for (row, view) in views.iter().enumerate() {
         ip_text.clear();
-        // Writing to a String cannot fail.
-        let _ = write!(ip_text, "{}", view.client_ip);
+        view.viewer.write_text(ip_text);
         let video_id = view.video_id;
         // rusqlite copies bound text (SQLITE_TRANSIENT), so ip_text can be reused at once.
         let first = row * 3 + 1;
@@ -722,7 +736,7 @@ mod tests {
     fn view(video_id: &str, client_ip: IpAddr, timestamp_ms: i64) -> ViewRecord<'_> {
         ViewRecord {
             video_id,
-            client_ip,
+            viewer: Viewer::Address(client_ip),
             timestamp_ms,
         }
     }

@@ -10,31 +10,33 @@
 //! [`EmbeddedStore`] (SQLite, under `--data-dir`) is the default, so a fresh clone runs with
 //! no server to install; it also keeps the catalog. A remote store ([`RemoteViewStore`],
 //! e.g. ScyllaDB) is wrapped in a [`ResilientStore`], which retries, spills to a local
-//! [`Outbox`] while the remote store fails, and replays. [`sqlite`] holds what the two
-//! SQLite files (the embedded database and the outbox) share.
+//! [`Outbox`] while the remote store fails, and replays; it counts through a
+//! [`CountLedger`] (each writer's running totals, written whole), so that several servers
+//! count every view once. [`sqlite`] holds what the two SQLite files (the embedded
+//! database and the outbox) share.
 
 mod embedded;
+pub mod ledger;
 pub mod outbox;
 pub mod resilient;
 pub mod scylla;
 pub mod sqlite;
 
 pub use embedded::{EmbeddedCatalogSource, EmbeddedStore};
+pub use ledger::{CountLedger, CountRow};
 pub use outbox::{Flush, Outbox, PendingView};
 pub use resilient::{RemoteViewStore, ResilientStore, RetryPolicy};
 
-use std::net::IpAddr;
-
 use crate::video::{self, PayloadError, VideoPayload, SEED_VIDEO_JSON};
+use crate::viewer::{Salt, Viewer};
 
 /// One view as a store persists it: which video, who, when. Borrowed from the batch
 /// writer's queue, so handing a batch to a store copies nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewRecord<'a> {
     pub video_id: &'a str,
-    /// The client's address: the TCP peer, or the `X-Forwarded-For` client behind a
-    /// trusted proxy.
-    pub client_ip: IpAddr,
+    /// What `--client-ip` keeps of the client's address.
+    pub viewer: Viewer,
     /// When the response was produced, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
 }
@@ -65,6 +67,15 @@ pub struct DayCount {
     pub views: u64,
     /// Distinct clients that day, estimated (see [`crate::hll`]).
     pub unique_viewers: u64,
+}
+
+/// One video's counts as a shared store answers them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoCounts {
+    pub total: u64,
+    /// Days with views, oldest first, the last [`DAYS_KEPT`] at most (empty from a store
+    /// that does not count per day here).
+    pub days: Vec<DayCount>,
 }
 
 /// What a batch did to one video's day: the views it added, and the day's distinct
@@ -122,8 +133,23 @@ pub trait CatalogSource: Send + 'static {
     /// Every stored video.
     fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError>;
 
-    /// The views of one video, as counted by every server writing to this store.
-    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError>;
+    /// The views of one video, in all and per day for the last [`DAYS_KEPT`] days, as
+    /// counted by every server writing to this store.
+    fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError>;
+
+    /// The views of one video, in all.
+    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
+        Ok(self.view_counts(video_id)?.total)
+    }
+
+    /// The salt every server of this store hashes clients with on `day` (days since the
+    /// Unix epoch; `--client-ip hash`): the one stored, or else `proposed`, now stored. Two
+    /// servers proposing at once agree on one of the two.
+    fn agree_salt(&mut self, day: i64, proposed: Salt) -> Result<Salt, StoreError>;
+
+    /// Deletes the salts of days before `day`: the hashes of those days can no longer be
+    /// reversed or linked to anything.
+    fn forget_salts_before(&mut self, day: i64) -> Result<(), StoreError>;
 }
 
 /// The seed video (12345) every fresh store starts with, as the old service's seeder did.

@@ -14,6 +14,12 @@
 //! moves on: HTTP never notices. [`ViewStore::maintain`] replays the oldest outbox flushes
 //! once the backoff has passed; a replayed flush carries the same ids, so whatever part of
 //! it reached the cluster before is overwritten, not duplicated.
+//!
+//! Counts go the same way but are formed once: when a batch becomes a flush, this writer's
+//! [`CountLedger`] adds it to its running totals, and the flush carries the rows holding
+//! them. Those rows are absolute and keep the largest total, so writing them again (a
+//! retry, a replay, an older row arriving late) changes nothing; the outbox keeps only the
+//! newest total of each tally and replays it apart from the views.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 use uuid::timestamp::context::ContextV1;
 use uuid::{Timestamp, Uuid};
 
+use super::ledger::CountLedger;
 use super::outbox::{Flush, Outbox, PendingView};
 use super::{Persisted, StoreError, ViewRecord, ViewStore};
 use crate::backoff::{Backoff, Jitter};
@@ -88,15 +95,16 @@ impl IdGenerator {
         Uuid::new_v1(timestamp, &self.node)
     }
 
-    fn flush(&self, views: &[ViewRecord<'_>]) -> Flush {
+    fn flush(&self, views: &[ViewRecord<'_>], ledger: &mut CountLedger) -> Flush {
         Flush {
+            counts: ledger.account(views),
             id: self.timeuuid(super::epoch_millis()),
             views: views
                 .iter()
                 .map(|view| PendingView {
                     id: self.timeuuid(view.timestamp_ms),
                     video_id: view.video_id.to_owned(),
-                    client_ip: view.client_ip,
+                    viewer: view.viewer,
                     timestamp_ms: view.timestamp_ms,
                 })
                 .collect(),
@@ -111,6 +119,8 @@ pub struct ResilientStore<R: RemoteViewStore> {
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
     ids: IdGenerator,
+    /// This writer's running totals.
+    ledger: CountLedger,
     /// No direct write or replay before this instant (set after a failure).
     quiet_until: Option<Instant>,
     /// Paces replays (and direct writes) after failures: longer each time, reset by a
@@ -134,12 +144,23 @@ impl<R: RemoteViewStore> ResilientStore<R> {
             ),
             policy,
             ids: IdGenerator::new(),
+            ledger: CountLedger::default(),
             quiet_until: None,
         }
     }
 
     pub fn outbox_depth(&self) -> u64 {
         self.outbox.depth()
+    }
+
+    /// Count rows waiting in the outbox.
+    pub fn outbox_pending_counts(&self) -> u64 {
+        self.outbox.pending_counts()
+    }
+
+    /// The id this writer's count rows carry.
+    pub fn writer_id(&self) -> uuid::Uuid {
+        self.ledger.writer_id()
     }
 
     fn in_backoff(&self) -> bool {
@@ -217,7 +238,26 @@ impl<R: RemoteViewStore> ResilientStore<R> {
                 }
             }
         }
-        if self.outbox.depth() == 0 {
+        if self.outbox.depth() == 0 && self.outbox.pending_counts() > 0 && !self.in_backoff() {
+            let counts = self.outbox.counts()?;
+            let flush = Flush {
+                id: self.ids.timeuuid(super::epoch_millis()),
+                views: Vec::new(),
+                counts,
+            };
+            match self.remote.write_flush(&flush) {
+                Ok(()) => {
+                    self.outbox.counts_written(&flush.counts)?;
+                    self.recovered();
+                }
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    self.back_off();
+                    tracing::warn!(%error, "replaying counts from the outbox failed; backing off");
+                }
+            }
+        }
+        if self.outbox.depth() == 0 && self.outbox.pending_counts() == 0 {
             tracing::info!("outbox replayed completely");
         }
         Ok(())
@@ -226,7 +266,7 @@ impl<R: RemoteViewStore> ResilientStore<R> {
 
 impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
     fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
-        let flush = self.ids.flush(views);
+        let flush = self.ids.flush(views, &mut self.ledger);
         if self.in_backoff() {
             self.spill(&flush)?;
             return Ok(Persisted::CountedRemotely);
@@ -252,7 +292,8 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
     }
 
     fn maintain(&mut self) {
-        if self.outbox.depth() == 0 || self.in_backoff() {
+        let idle = self.outbox.depth() == 0 && self.outbox.pending_counts() == 0;
+        if idle || self.in_backoff() {
             return;
         }
         if let Err(error) = self.replay() {
@@ -330,7 +371,7 @@ mod tests {
     fn views(count: usize) -> Vec<ViewRecord<'static>> {
         let view = ViewRecord {
             video_id: "12345",
-            client_ip: "198.51.100.7".parse().expect("ip"),
+            viewer: Viewer::Address("198.51.100.7".parse().expect("ip")),
             timestamp_ms: 1_795_000_000_000,
         };
         vec![view; count]
@@ -348,6 +389,7 @@ mod tests {
         (store, metrics)
     }
 
+    use crate::viewer::Viewer;
     use std::path::Path;
 
     fn drain(store: &mut ResilientStore<FakeCluster>) {

@@ -149,6 +149,18 @@ impl CatalogEntry {
         self.counts.days.lock().get(&day).copied().unwrap_or((0, 0))
     }
 
+    /// Replaces the per-day counts with those read from a shared store.
+    pub fn set_days(&self, stored: &[DayCount]) {
+        if stored.is_empty() {
+            return;
+        }
+        let mut days = self.counts.days.lock();
+        days.clear();
+        for day in stored {
+            days.insert(day.day, (day.views, day.unique_viewers));
+        }
+    }
+
     fn load_days(&self, stored: &[DayCount]) {
         let mut days = self.counts.days.lock();
         for day in stored {

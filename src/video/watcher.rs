@@ -16,6 +16,11 @@
 //! watcher re-reads the wanted counts older than `counts_every`. So a count is never much
 //! staler than that, and a request never waits for the database. With it unset (the
 //! embedded store), counts are exact in memory: the batch writer credits what it commits.
+//!
+//! With `--client-ip hash`, the watcher also keeps the daily salts: it agrees the salts of
+//! today and tomorrow with the store ahead of time (so that midnight finds tomorrow's
+//! ready), publishes them to the request path ([`DailySalts`]), and deletes from the store
+//! the salts of days before yesterday.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +29,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Catalog, SharedCatalog};
-use crate::store::{CatalogSource, StoreError};
+use crate::store::{epoch_millis, utc_day, CatalogSource, StoreError};
+use crate::viewer::{random_salt, DailySalts};
 
 /// How often the watcher wakes to see whether something is due.
 const TICK: Duration = Duration::from_millis(100);
 /// At most one warning about a failing source per this long.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// How often the salts are checked once agreed, and retried after a failure.
+const SALTS_EVERY: Duration = Duration::from_secs(60);
+const SALTS_RETRY: Duration = Duration::from_secs(5);
 
 /// What the watcher watches, and how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +57,13 @@ pub struct CatalogWatcher {
 
 impl CatalogWatcher {
     /// Starts watching `source` on a thread of its own, swapping new catalogs into
-    /// `catalog`.
+    /// `catalog`, and keeping `salts` if given. The first salts are agreed before this
+    /// returns, so the first views are hashed with them (if the store answers).
     pub fn spawn(
         source: impl CatalogSource,
         catalog: SharedCatalog,
         settings: WatchSettings,
+        salts: Option<Arc<DailySalts>>,
     ) -> std::io::Result<Self> {
         let stopping = Arc::new(AtomicBool::new(false));
         let mut watch = Watch {
@@ -62,7 +73,11 @@ impl CatalogWatcher {
             stopping: Arc::clone(&stopping),
             counted_at: HashMap::new(),
             last_warning: None,
+            salts,
+            salts_due: Instant::now(),
+            salts_forgotten_before: None,
         };
+        watch.keep_salts();
         let thread = std::thread::Builder::new()
             .name("catalog-watch".into())
             .spawn(move || watch.run())?;
@@ -86,6 +101,11 @@ struct Watch<S> {
     /// When each video's count was last read from the store.
     counted_at: HashMap<String, Instant>,
     last_warning: Option<Instant>,
+    /// The daily salts the request path hashes with, when it hashes.
+    salts: Option<Arc<DailySalts>>,
+    salts_due: Instant,
+    /// The day before which the store's salts were last deleted.
+    salts_forgotten_before: Option<i64>,
 }
 
 impl<S: CatalogSource> Watch<S> {
@@ -99,6 +119,7 @@ impl<S: CatalogSource> Watch<S> {
                     self.warn(&error);
                 }
             }
+            self.keep_salts();
             if let Some(counts_every) = self.settings.counts_every {
                 if let Err(error) = self.refresh_wanted_counts(counts_every) {
                     self.warn(&error);
@@ -147,9 +168,10 @@ impl<S: CatalogSource> Watch<S> {
                 entry.want_count();
                 continue;
             }
-            match self.source.view_count(entry.video_id()) {
-                Ok(count) => {
-                    entry.set_persisted_views(count);
+            match self.source.view_counts(entry.video_id()) {
+                Ok(counts) => {
+                    entry.set_persisted_views(counts.total);
+                    entry.set_days(&counts.days);
                     self.counted_at
                         .insert(entry.video_id().to_owned(), Instant::now());
                 }
@@ -162,12 +184,53 @@ impl<S: CatalogSource> Watch<S> {
         Ok(())
     }
 
+    /// Agrees the salts of today and tomorrow if not yet agreed, and deletes those of
+    /// days before yesterday; when due (every minute, every few seconds after a failure).
+    fn keep_salts(&mut self) {
+        let Some(salts) = self.salts.clone() else {
+            return;
+        };
+        // Tomorrow's salt is agreed a day ahead, so waiting a minute between checks never
+        // leaves a day without one.
+        if Instant::now() < self.salts_due {
+            return;
+        }
+        let today = utc_day(epoch_millis());
+        let keep_from = today - 1;
+        let mut result = Ok(());
+        for day in [today, today + 1] {
+            if salts.agreed(day).is_some() {
+                continue;
+            }
+            match self.source.agree_salt(day, random_salt()) {
+                Ok(salt) => salts.publish(day, salt, keep_from),
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() && self.salts_forgotten_before != Some(keep_from) {
+            result = self.source.forget_salts_before(keep_from);
+            if result.is_ok() {
+                self.salts_forgotten_before = Some(keep_from);
+            }
+        }
+        match result {
+            Ok(()) => self.salts_due = Instant::now() + SALTS_EVERY,
+            Err(error) => {
+                self.salts_due = Instant::now() + SALTS_RETRY;
+                self.warn(&error);
+            }
+        }
+    }
+
     fn warn(&mut self, error: &StoreError) {
         if self
             .last_warning
             .is_none_or(|at| at.elapsed() >= WARN_EVERY)
         {
-            tracing::warn!(%error, "cannot refresh the catalog from the store; serving what is in memory");
+            tracing::warn!(%error, "the store did not answer the catalog watcher; serving what is in memory");
             self.last_warning = Some(Instant::now());
         }
     }
@@ -176,8 +239,9 @@ impl<S: CatalogSource> Watch<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoredVideo;
+    use crate::store::{StoredVideo, VideoCounts};
     use crate::video::SEED_VIDEO_JSON;
+    use crate::viewer::Salt;
     use parking_lot::Mutex;
 
     /// A store whose catalog and counts the test changes.
@@ -186,6 +250,9 @@ mod tests {
         videos: Arc<Mutex<Vec<StoredVideo>>>,
         changed: Arc<AtomicBool>,
         count: Arc<Mutex<u64>>,
+        /// Salts by day; `salts_fail` makes agreeing them fail.
+        salts: Arc<Mutex<std::collections::BTreeMap<i64, Salt>>>,
+        salts_fail: Arc<AtomicBool>,
     }
 
     impl CatalogSource for FakeSource {
@@ -195,8 +262,21 @@ mod tests {
         fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError> {
             Ok(self.videos.lock().clone())
         }
-        fn view_count(&mut self, _video_id: &str) -> Result<u64, StoreError> {
-            Ok(*self.count.lock())
+        fn view_counts(&mut self, _video_id: &str) -> Result<VideoCounts, StoreError> {
+            Ok(VideoCounts {
+                total: *self.count.lock(),
+                days: Vec::new(),
+            })
+        }
+        fn agree_salt(&mut self, day: i64, proposed: Salt) -> Result<Salt, StoreError> {
+            if self.salts_fail.load(Ordering::Acquire) {
+                return Err(StoreError::Forced { retriable: true });
+            }
+            Ok(*self.salts.lock().entry(day).or_insert(proposed))
+        }
+        fn forget_salts_before(&mut self, day: i64) -> Result<(), StoreError> {
+            self.salts.lock().retain(|known, _| *known >= day);
+            Ok(())
         }
     }
 
@@ -229,8 +309,8 @@ mod tests {
             catalog_every: Duration::from_millis(10),
             counts_every: None,
         };
-        let watcher =
-            CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings).expect("spawn");
+        let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
+            .expect("spawn");
         let old_entry = Arc::clone(catalog.load().get("12345").expect("seed"));
         source.videos.lock().push(StoredVideo {
             video_id: "new".into(),
@@ -256,12 +336,71 @@ mod tests {
             catalog_every: Duration::from_secs(3600),
             counts_every: Some(Duration::from_millis(1)),
         };
-        let watcher =
-            CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings).expect("spawn");
+        let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
+            .expect("spawn");
         let entry = Arc::clone(catalog.load().get("12345").expect("seed"));
         assert_eq!(entry.persisted_views(), 3, "not read until wanted");
         entry.want_count();
         assert!(wait_for(|| entry.persisted_views() == 42), "count read");
+        watcher.stop();
+    }
+
+    #[test]
+    fn salts_of_today_and_tomorrow_are_agreed_at_start_and_old_ones_deleted() {
+        let source = FakeSource::default();
+        let today = utc_day(epoch_millis());
+        // Another server agreed today's salt; an old one lingers.
+        source.salts.lock().insert(today, [9; 16]);
+        source.salts.lock().insert(today - 2, [1; 16]);
+        let catalog = Catalog::default().shared();
+        let settings = WatchSettings {
+            catalog_every: Duration::from_secs(3600),
+            counts_every: None,
+        };
+        let salts = Arc::new(DailySalts::default());
+        let watcher =
+            CatalogWatcher::spawn(source.clone(), catalog, settings, Some(Arc::clone(&salts)))
+                .expect("spawn");
+        assert_eq!(salts.agreed(today), Some([9; 16]), "the stored salt wins");
+        let tomorrow = salts.agreed(today + 1).expect("tomorrow's agreed ahead");
+        assert_eq!(source.salts.lock().get(&(today + 1)), Some(&tomorrow));
+        assert_eq!(
+            source.salts.lock().keys().copied().collect::<Vec<_>>(),
+            vec![today, today + 1],
+            "the salt of two days ago is gone"
+        );
+        watcher.stop();
+    }
+
+    #[test]
+    fn without_an_agreed_salt_views_are_hashed_under_a_salt_of_this_process() {
+        let source = FakeSource::default();
+        source.salts_fail.store(true, Ordering::Release);
+        let settings = WatchSettings {
+            catalog_every: Duration::from_secs(3600),
+            counts_every: None,
+        };
+        let salts = Arc::new(DailySalts::default());
+        let watcher = CatalogWatcher::spawn(
+            source.clone(),
+            Catalog::default().shared(),
+            settings,
+            Some(Arc::clone(&salts)),
+        )
+        .expect("spawn");
+        let today = utc_day(epoch_millis());
+        assert_eq!(salts.agreed(today), None);
+        let privacy = crate::viewer::ClientPrivacy::new(
+            crate::viewer::ClientIpMode::Hash,
+            Arc::clone(&salts),
+        );
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        let now = epoch_millis();
+        assert!(matches!(
+            privacy.viewer(ip, now),
+            crate::viewer::Viewer::Hashed(_)
+        ));
+        assert!(source.salts.lock().is_empty());
         watcher.stop();
     }
 }

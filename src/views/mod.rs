@@ -28,6 +28,7 @@ pub use writer::{BatchLimits, BatchWriter, WriterHandle, WriterReport};
 
 use crate::store::{epoch_millis, ViewRecord};
 use crate::video::CatalogEntry;
+use crate::viewer::{ClientPrivacy, Viewer};
 
 /// One view of one video, as it travels from a request to the batch writer.
 #[derive(Debug, Clone)]
@@ -35,19 +36,22 @@ pub struct ViewEvent {
     /// The video watched: the writer hands its id to the store and, when the store says
     /// so, credits the committed view to its count.
     pub video: Arc<CatalogEntry>,
-    /// The client's address: the TCP peer, or the `X-Forwarded-For` client behind a
-    /// trusted proxy.
-    pub client_ip: IpAddr,
+    /// What is kept of the client's address (`--client-ip`), decided before the view
+    /// leaves the request.
+    pub viewer: Viewer,
     /// When the response was produced, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
 }
 
 impl ViewEvent {
-    pub fn now(video: Arc<CatalogEntry>, client_ip: IpAddr) -> Self {
+    /// A view by `client_ip` (the TCP peer, or the `X-Forwarded-For` client behind a
+    /// trusted proxy) now, keeping of the address what `privacy` allows.
+    pub fn now(video: Arc<CatalogEntry>, client_ip: IpAddr, privacy: &ClientPrivacy) -> Self {
+        let timestamp_ms = epoch_millis();
         ViewEvent {
             video,
-            client_ip,
-            timestamp_ms: epoch_millis(),
+            viewer: privacy.viewer(client_ip, timestamp_ms),
+            timestamp_ms,
         }
     }
 
@@ -55,7 +59,7 @@ impl ViewEvent {
     pub fn record(&self) -> ViewRecord<'_> {
         ViewRecord {
             video_id: self.video.video_id(),
-            client_ip: self.client_ip,
+            viewer: self.viewer,
             timestamp_ms: self.timestamp_ms,
         }
     }

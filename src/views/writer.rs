@@ -391,7 +391,11 @@ mod tests {
     }
 
     fn view(video: &Arc<CatalogEntry>) -> ViewEvent {
-        ViewEvent::now(Arc::clone(video), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        ViewEvent::now(
+            Arc::clone(video),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &crate::viewer::ClientPrivacy::default(),
+        )
     }
 
     fn setup(limits: BatchLimits, store: RecordingStore) -> (ViewBus, WriterHandle, Arc<Metrics>) {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use video_server::store::{epoch_millis, RemoteViewStore, ResilientStore, ViewRecord, ViewStore};
+use video_server::viewer::Viewer;
 
 use super::poll_until;
 
@@ -12,7 +13,7 @@ use super::poll_until;
 pub fn seed_views(count: usize, client_ip: &str) -> Vec<ViewRecord<'static>> {
     let view = ViewRecord {
         video_id: "12345",
-        client_ip: client_ip.parse().expect("ip"),
+        viewer: Viewer::Address(client_ip.parse().expect("ip")),
         timestamp_ms: epoch_millis(),
     };
     vec![view; count]

@@ -5,12 +5,14 @@
 //! [`CatalogSource`](crate::store::CatalogSource) side (see [`super::refresh`]). It blocks
 //! the calling thread, never an HTTP worker, for as long as the connect timeout allows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use scylla::client::session::Session;
 
+use super::refresh::{CachedCounts, CountReads};
 use super::schema::{select_videos_cql, upsert_video_cql};
 use super::session::{execution, remote, Cluster};
 use crate::store::StoreError;
@@ -19,11 +21,19 @@ use crate::video::VideoPayload;
 /// Reads and writes the catalog, and reads view counts.
 pub struct ScyllaCatalogStore {
     pub(super) cluster: Cluster,
+    /// The count reads, once prepared.
+    pub(super) count_reads: Option<CountReads>,
+    /// What has been read of each video's counts (finished days are not read again).
+    pub(super) counts: HashMap<String, CachedCounts>,
 }
 
 impl ScyllaCatalogStore {
     pub fn new(cluster: Cluster) -> Self {
-        ScyllaCatalogStore { cluster }
+        ScyllaCatalogStore {
+            cluster,
+            count_reads: None,
+            counts: HashMap::new(),
+        }
     }
 
     /// The session, waiting for a connection as long as the connect timeout allows (twice

@@ -33,7 +33,7 @@ use std::time::Duration;
 use scylla::statement::Consistency;
 
 pub use catalog_store::ScyllaCatalogStore;
-pub use schema::{schema_script, schema_statements, Replication, VIEW_BUCKETS};
+pub use schema::{schema_script, schema_statements, Replication, VIEW_SHARDS};
 pub use session::{is_retriable, Cluster};
 pub use view_store::ScyllaViewStore;
 
@@ -51,7 +51,7 @@ pub struct ScyllaConfig {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub credentials: Option<(String, String)>,
-    /// TTL of view rows, if they should expire.
+    /// TTL of raw view rows, if they should expire (the `view_log` table's default).
     pub view_ttl: Option<Duration>,
     /// Concurrent executes per flush.
     pub max_in_flight: usize,

@@ -1,17 +1,63 @@
-//! What the catalog watcher reads from ScyllaDB: the catalog, and the view counts that
-//! every server of the cluster adds to.
+//! What the catalog watcher reads from ScyllaDB: the catalog, the view counts that every
+//! server adds to, and the daily salts.
 //!
 //! The cluster cannot tell cheaply whether the `videos` table changed, so the catalog is
-//! re-read whole every `--catalog-refresh-ms` (the watcher's pace). A count is the sum of a
-//! video's rollups, re-read when a client asked for it and the last read is older than
-//! `--views-cache-ms`: a count is never much staler than that, and no request waits for it.
+//! re-read whole every `--catalog-refresh-ms` (the watcher's pace).
+//!
+//! A video's counts are read when a client asked for them and the last read is older than
+//! `--views-cache-ms`, so no request waits for them. A read sums the writers' rows of
+//! `view_counts` per day (see [`crate::store::ledger`]) and merges the day's sketches for
+//! its unique viewers. Finished days are cached: the first read of a video takes its whole
+//! partition (a few rows per day), later ones only yesterday and today, with the whole
+//! re-read every [`FULL_READ_EVERY`] to pick up a late replay; a day's sketches are read
+//! again only when its count moved. All statements are prepared once per session.
+//!
+//! The daily salts (`--client-ip hash`) are agreed here too, with a lightweight
+//! transaction: the first server to propose a day's salt wins, and every other one reads
+//! the winner back from the transaction's answer.
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
 use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlDate, CqlValue, Row};
 
 use super::catalog_store::ScyllaCatalogStore;
-use super::schema::view_count_cql;
+use super::schema::{
+    agree_salt_cql, cql_date, day_of, delete_salts_cql, select_counts_cql, select_sketches_cql,
+};
 use super::session::{execution, remote};
-use crate::store::{CatalogSource, StoreError, StoredVideo};
+use crate::hll::Sketch;
+use crate::store::{
+    epoch_millis, utc_day, CatalogSource, DayCount, StoreError, StoredVideo, VideoCounts, DAYS_KEPT,
+};
+use crate::viewer::Salt;
+
+/// How long a salt agreement waits for a session: it is retried every few seconds, and
+/// must not hold the watcher (or the start) for a whole connect timeout.
+const SALT_GRACE: Duration = Duration::from_secs(1);
+/// How often a video's whole count partition is re-read (between, only recent days).
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+/// Sketch reads in flight at once for one video.
+const SKETCH_READS: usize = 8;
+
+/// The count reads, prepared on the session.
+pub(super) struct CountReads {
+    counts: PreparedStatement,
+    sketches: PreparedStatement,
+}
+
+/// What has been read of one video's counts.
+#[derive(Debug, Default)]
+pub(super) struct CachedCounts {
+    /// Views per day (every writer's rows summed), every day with any.
+    views: BTreeMap<i64, u64>,
+    /// Unique viewers per day, for the days whose sketches were read.
+    uniques: BTreeMap<i64, u64>,
+    full_read_at: Option<Instant>,
+}
 
 impl CatalogSource for ScyllaCatalogStore {
     fn catalog_changed(&mut self) -> Result<bool, StoreError> {
@@ -25,36 +71,200 @@ impl CatalogSource for ScyllaCatalogStore {
             .map(|(video_id, document)| StoredVideo {
                 video_id,
                 document,
-                // Counts come from the rollups, read on demand.
+                // Counts are read on demand.
                 views: None,
                 days: Vec::new(),
             })
             .collect())
     }
 
-    fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
+    fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError> {
         let session = self.session()?;
+        let cluster = self.cluster.clone();
+        if self.count_reads.is_none() {
+            let keyspace = &cluster.config().keyspace;
+            let reads = cluster.block_on(async {
+                Ok::<_, StoreError>(CountReads {
+                    counts: cluster
+                        .prepare_read(&session, select_counts_cql(keyspace))
+                        .await?,
+                    sketches: cluster
+                        .prepare_read(&session, select_sketches_cql(keyspace))
+                        .await?,
+                })
+            })?;
+            self.count_reads = Some(reads);
+        }
+        let Some(reads) = self.count_reads.as_ref() else {
+            return Err(StoreError::Unreachable {
+                context: "prepare count reads",
+                source: None,
+            });
+        };
+        let cached = self.counts.entry(video_id.to_owned()).or_default();
+        cluster.block_on(refresh_counts(&session, reads, video_id, cached))?;
+        Ok(cached.answer())
+    }
+
+    fn agree_salt(&mut self, day: i64, proposed: Salt) -> Result<Salt, StoreError> {
+        let session = self.cluster.session(SALT_GRACE)?;
         let cluster = &self.cluster;
-        cluster.block_on(read_view_count(cluster, &session, video_id))
+        cluster.block_on(async {
+            let keyspace = &cluster.config().keyspace;
+            let agree = cluster
+                .prepare_write(&session, agree_salt_cql(keyspace))
+                .await?;
+            let result = session
+                .execute_unpaged(&agree, (cql_date(day), proposed.as_slice()))
+                .await
+                .map_err(execution("agree a salt"))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(remote("agree a salt", false))?;
+            // Applied: the answer is `[applied]` alone. Not applied: `[applied]` and the
+            // row that was there first, whose salt wins.
+            let salt_column = rows.column_specs().get_by_name("salt").map(|(at, _)| at);
+            let row: Row = rows.first_row().map_err(remote("agree a salt", false))?;
+            let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
+            if applied {
+                return Ok(proposed);
+            }
+            let stored = salt_column
+                .and_then(|at| row.columns.get(at))
+                .and_then(|value| value.as_ref())
+                .and_then(CqlValue::as_blob)
+                .and_then(|blob| Salt::try_from(blob.as_slice()).ok());
+            stored.ok_or_else(|| StoreError::Remote {
+                context: "agree a salt",
+                source: "the cluster kept a salt that is not 16 bytes".into(),
+                retriable: false,
+            })
+        })
+    }
+
+    fn forget_salts_before(&mut self, day: i64) -> Result<(), StoreError> {
+        let session = self.cluster.session(SALT_GRACE)?;
+        let cluster = &self.cluster;
+        cluster.block_on(async {
+            let delete = cluster
+                .prepare_write(&session, delete_salts_cql(&cluster.config().keyspace))
+                .await?;
+            // The rows expire by themselves (a TTL); this deletes them on time.
+            let days = vec![cql_date(day - 1), cql_date(day - 2)];
+            session
+                .execute_unpaged(&delete, (days,))
+                .await
+                .map(|_| ())
+                .map_err(execution("delete old salts"))
+        })
     }
 }
 
-async fn read_view_count(
-    cluster: &super::Cluster,
+impl CachedCounts {
+    /// The total and the last [`DAYS_KEPT`] days, as the watcher hands them on.
+    fn answer(&self) -> VideoCounts {
+        let today = utc_day(epoch_millis());
+        VideoCounts {
+            total: self.views.values().sum(),
+            days: self
+                .views
+                .range(today - DAYS_KEPT + 1..)
+                .map(|(day, views)| DayCount {
+                    day: *day,
+                    views: *views,
+                    unique_viewers: self.uniques.get(day).copied().unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Re-reads a video's counts into `cached`: the whole partition when due, else yesterday
+/// and today; then the sketches of the days whose count moved.
+async fn refresh_counts(
     session: &Session,
+    reads: &CountReads,
     video_id: &str,
-) -> Result<u64, StoreError> {
-    let select = cluster.read_statement(view_count_cql(&cluster.config().keyspace));
-    let result = session
-        .query_unpaged(select, (video_id,))
+    cached: &mut CachedCounts,
+) -> Result<(), StoreError> {
+    let today = utc_day(epoch_millis());
+    let full = cached
+        .full_read_at
+        .is_none_or(|at| at.elapsed() >= FULL_READ_EVERY);
+    // CqlDate(0) is the first date CQL has.
+    let from = if full {
+        CqlDate(0)
+    } else {
+        cql_date(today - 1)
+    };
+    let pager = session
+        .execute_iter(reads.counts.clone(), (video_id, from))
         .await
-        .map_err(execution("read view count"))?;
+        .map_err(remote("read view counts", true))?;
+    let mut rows = pager
+        .rows_stream::<(CqlDate, Option<i64>)>()
+        .map_err(remote("read view counts", false))?;
+    let mut fresh: BTreeMap<i64, u64> = BTreeMap::new();
+    while let Some((date, views)) = rows
+        .try_next()
+        .await
+        .map_err(remote("read view counts", true))?
+    {
+        let views = views
+            .and_then(|views| u64::try_from(views).ok())
+            .unwrap_or(0);
+        *fresh.entry(day_of(date)).or_default() += views;
+    }
+    let first = if full { i64::MIN } else { today - 1 };
+    let moved: Vec<i64> = fresh
+        .iter()
+        .filter(|(day, views)| **day > today - DAYS_KEPT && cached.views.get(day) != Some(views))
+        .map(|(day, _)| *day)
+        .collect();
+    let uniques: Vec<(i64, u64)> = stream::iter(moved)
+        .map(|day| async move {
+            Ok::<_, StoreError>((day, read_uniques(session, reads, video_id, day).await?))
+        })
+        .buffer_unordered(SKETCH_READS)
+        .try_collect()
+        .await?;
+    cached.views.retain(|day, _| *day < first);
+    cached.views.extend(fresh);
+    cached.uniques.extend(uniques);
+    cached.uniques.retain(|day, _| *day > today - DAYS_KEPT);
+    if full {
+        cached.full_read_at = Some(Instant::now());
+    }
+    Ok(())
+}
+
+/// A day's unique viewers: its writers' sketches merged (0 if none was written yet; a
+/// sketch that cannot be read is skipped, with a warning).
+async fn read_uniques(
+    session: &Session,
+    reads: &CountReads,
+    video_id: &str,
+    day: i64,
+) -> Result<u64, StoreError> {
+    let result = session
+        .execute_unpaged(&reads.sketches, (video_id, cql_date(day)))
+        .await
+        .map_err(execution("read sketches"))?;
     let rows = result
         .into_rows_result()
-        .map_err(remote("read view count", false))?;
-    let (sum,) = rows
-        .maybe_first_row::<(Option<i64>,)>()
-        .map_err(remote("read view count", false))?
-        .unwrap_or((None,));
-    Ok(sum.and_then(|sum| u64::try_from(sum).ok()).unwrap_or(0))
+        .map_err(remote("read sketches", false))?;
+    let mut merged = Sketch::new();
+    for row in rows
+        .rows::<(Option<Vec<u8>>,)>()
+        .map_err(remote("read sketches", false))?
+    {
+        let (bytes,) = row.map_err(remote("read sketches", false))?;
+        match Sketch::from_bytes(bytes.as_deref().unwrap_or_default()) {
+            Ok(sketch) => merged.merge(&sketch),
+            Err(error) => {
+                tracing::warn!(%video_id, day, %error, "skipping a sketch that cannot be read")
+            }
+        }
+    }
+    Ok(merged.estimate())
 }

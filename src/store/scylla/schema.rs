@@ -2,15 +2,33 @@
 //!
 //! One source for the schema: the server runs [`schema_statements`] at connect when
 //! `--scylla-create-schema` is on, and `scripts/schema.cql` (for operators who create it by
-//! hand) is [`schema_script`] of the same statements, checked equal by a test. Views are
-//! rows of `views`, partitioned by (video, day, bucket) so that a hot video's day spreads
-//! over [`VIEW_BUCKETS`] partitions; counts are per-flush rows of `view_rollups`, keyed by the
-//! flush id, so that a replayed flush overwrites its rollup rather than adding to it.
+//! hand) is [`schema_script`] of the same statements, checked equal by a test.
+//!
+//! - `view_log`: the raw views, written and never read on a request path, partitioned by
+//!   (video, minute, writer, shard) so that no partition outgrows [`VIEW_SHARDS`]' bound;
+//!   time-window compaction, and a table-level TTL when `--scylla-view-ttl-days` is set.
+//! - `view_counts`: each writer's running total per video and day (see
+//!   [`crate::store::ledger`]), written with the total as its timestamp; a video's days are
+//!   one partition, a few rows a day.
+//! - `view_sketches`: each writer's unique-viewer sketch per video and day, likewise.
+//! - `salts`: the daily salts of `--client-ip hash`, agreed by a lightweight transaction.
+//!
+//! Tables of an older version (`views`, `view_rollups`) are left alone and no longer read.
 
 use std::time::Duration;
 
-/// View rows of one video and day are spread over this many partitions.
-pub const VIEW_BUCKETS: i32 = 8;
+use scylla::value::CqlDate;
+
+/// A UTC day (days since the Unix epoch) as a CQL `date`, which counts days with 2³¹ as
+/// the epoch.
+pub fn cql_date(day: i64) -> CqlDate {
+    CqlDate((1u32 << 31).wrapping_add_signed(day as i32))
+}
+
+/// The UTC day of a CQL `date`.
+pub fn day_of(date: CqlDate) -> i64 {
+    i64::from(date.0) - (1i64 << 31)
+}
 
 /// Keyspace replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +96,21 @@ impl Replication {
     }
 }
 
-/// The schema, as statements: what `scripts/schema.cql` holds for the defaults.
-pub fn schema_statements(keyspace: &str, replication: &Replication) -> Vec<String> {
-    vec![
+/// Partitions of one video's raw views per minute and writer: at 100,000 views a second of
+/// one video on one server, a partition holds 6,000,000 / 64 = 93,750 rows, under
+/// ScyllaDB's 100,000-row warning.
+pub const VIEW_SHARDS: i32 = 64;
+
+/// The schema, as statements: what `scripts/schema.cql` holds for the defaults. With
+/// `view_ttl`, raw views expire (a table default, so that time-window compaction drops
+/// whole expired files), and an existing table is altered to match.
+pub fn schema_statements(
+    keyspace: &str,
+    replication: &Replication,
+    view_ttl: Option<Duration>,
+) -> Vec<String> {
+    let ttl_seconds = view_ttl.map_or(0, |ttl| ttl.as_secs().max(1));
+    let mut statements = vec![
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
             replication.cql()
@@ -89,13 +119,29 @@ pub fn schema_statements(keyspace: &str, replication: &Replication) -> Vec<Strin
             "CREATE TABLE IF NOT EXISTS {keyspace}.videos (\n    video_id text PRIMARY KEY,\n    document text\n)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.views (\n    video_id text,\n    day date,\n    bucket int,\n    id timeuuid,\n    client_ip inet,\n    viewed_at timestamp,\n    PRIMARY KEY ((video_id, day, bucket), id)\n) WITH CLUSTERING ORDER BY (id DESC)\n  AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.view_log (\n    video_id text,\n    minute timestamp,\n    writer bigint,\n    shard int,\n    id timeuuid,\n    viewer text,\n    viewed_at timestamp,\n    PRIMARY KEY ((video_id, minute, writer, shard), id)\n) WITH compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}\n  AND default_time_to_live = {ttl_seconds}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.view_rollups (\n    video_id text,\n    flush_id timeuuid,\n    views bigint,\n    PRIMARY KEY (video_id, flush_id)\n)"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.view_counts (\n    video_id text,\n    day date,\n    writer_id uuid,\n    views bigint,\n    PRIMARY KEY (video_id, day, writer_id)\n)"
         ),
-    ]
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.view_sketches (\n    video_id text,\n    day date,\n    writer_id uuid,\n    sketch blob,\n    PRIMARY KEY ((video_id, day), writer_id)\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.salts (\n    day date PRIMARY KEY,\n    salt blob\n)"
+        ),
+    ];
+    if view_ttl.is_some() {
+        statements.push(format!(
+            "ALTER TABLE {keyspace}.view_log WITH default_time_to_live = {ttl_seconds}"
+        ));
+    }
+    statements
 }
+
+/// Seconds a day's salt lives after it is agreed (a day ahead): three days, so it is gone
+/// two days after its own day ends even if the watcher that would delete it is not running.
+pub const SALT_TTL_SECONDS: u32 = 3 * 86_400;
 
 /// The schema as a CQL script (`scripts/schema.cql`).
 pub fn schema_script(keyspace: &str, replication: &Replication) -> String {
@@ -105,25 +151,45 @@ pub fn schema_script(keyspace: &str, replication: &Replication) -> String {
          --   cqlsh -f scripts/schema.cql\n\
          -- Regenerate with: cargo test --lib schema_script_is_current -- --ignored\n\n",
     );
-    for statement in schema_statements(keyspace, replication) {
+    for statement in schema_statements(keyspace, replication, None) {
         script.push_str(&statement);
         script.push_str(";\n\n");
     }
     script
 }
 
-/// The statements the writer prepares.
-pub fn insert_view_cql(keyspace: &str, ttl: Option<Duration>) -> String {
-    let ttl = ttl.map_or(String::new(), |ttl| {
-        format!(" USING TTL {}", ttl.as_secs().max(1))
-    });
+/// A raw view: one row of `view_log`.
+pub fn insert_view_cql(keyspace: &str) -> String {
     format!(
-        "INSERT INTO {keyspace}.views (video_id, day, bucket, id, client_ip, viewed_at) VALUES (?, ?, ?, ?, ?, ?){ttl}"
+        "INSERT INTO {keyspace}.view_log (video_id, minute, writer, shard, id, viewer, viewed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
 }
 
-pub fn insert_rollup_cql(keyspace: &str) -> String {
-    format!("INSERT INTO {keyspace}.view_rollups (video_id, flush_id, views) VALUES (?, ?, ?)")
+/// A writer's total for a video and day, which wins over any smaller one.
+pub fn insert_count_cql(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.view_counts (video_id, day, writer_id, views) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+    )
+}
+
+/// A writer's sketch for a video and day, stamped with the same total.
+pub fn insert_sketch_cql(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.view_sketches (video_id, day, writer_id, sketch) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+    )
+}
+
+/// Agrees a day's salt: a lightweight transaction, so that servers proposing at once all
+/// end with the one that won.
+pub fn agree_salt_cql(keyspace: &str) -> String {
+    format!(
+        "INSERT INTO {keyspace}.salts (day, salt) VALUES (?, ?) IF NOT EXISTS USING TTL {SALT_TTL_SECONDS}"
+    )
+}
+
+/// Deletes the salts of the given days.
+pub fn delete_salts_cql(keyspace: &str) -> String {
+    format!("DELETE FROM {keyspace}.salts WHERE day IN ?")
 }
 
 /// The statements the catalog store runs.
@@ -135,9 +201,14 @@ pub fn upsert_video_cql(keyspace: &str) -> String {
     format!("INSERT INTO {keyspace}.videos (video_id, document) VALUES (?, ?)")
 }
 
-/// A video's count: the sum of its rollups.
-pub fn view_count_cql(keyspace: &str) -> String {
-    format!("SELECT SUM(views) FROM {keyspace}.view_rollups WHERE video_id = ?")
+/// A video's per-day totals, every writer's row, from a day on.
+pub fn select_counts_cql(keyspace: &str) -> String {
+    format!("SELECT day, views FROM {keyspace}.view_counts WHERE video_id = ? AND day >= ?")
+}
+
+/// A video's day's sketches, one per writer.
+pub fn select_sketches_cql(keyspace: &str) -> String {
+    format!("SELECT sketch FROM {keyspace}.view_sketches WHERE video_id = ? AND day = ?")
 }
 
 #[cfg(test)]

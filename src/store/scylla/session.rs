@@ -144,14 +144,33 @@ impl Cluster {
         session: &Session,
         cql: String,
     ) -> Result<PreparedStatement, StoreError> {
-        let config = &self.shared.config;
+        self.prepare(session, cql, self.shared.config.write_consistency)
+            .await
+    }
+
+    /// Prepares a read: idempotent, with the configured read consistency and timeout.
+    pub async fn prepare_read(
+        &self,
+        session: &Session,
+        cql: String,
+    ) -> Result<PreparedStatement, StoreError> {
+        self.prepare(session, cql, self.shared.config.read_consistency)
+            .await
+    }
+
+    async fn prepare(
+        &self,
+        session: &Session,
+        cql: String,
+        consistency: scylla::statement::Consistency,
+    ) -> Result<PreparedStatement, StoreError> {
         let mut statement = session
             .prepare(cql)
             .await
             .map_err(remote("prepare", true))?;
         statement.set_is_idempotent(true);
-        statement.set_consistency(config.write_consistency);
-        statement.set_request_timeout(Some(config.request_timeout));
+        statement.set_consistency(consistency);
+        statement.set_request_timeout(Some(self.shared.config.request_timeout));
         Ok(statement)
     }
 
@@ -183,7 +202,7 @@ async fn connect_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
         .map_err(|elapsed| unreachable("connect timed out", Some(Box::new(elapsed))))?
         .map_err(|error| unreachable("connect", Some(Box::new(error))))?;
     if config.create_schema {
-        for statement in schema_statements(&config.keyspace, &config.replication) {
+        for statement in schema_statements(&config.keyspace, &config.replication, config.view_ttl) {
             session
                 .query_unpaged(statement, ())
                 .await

@@ -4,24 +4,25 @@
 //! Statements are prepared once (on the first write after the session connects), marked
 //! idempotent, with the configured consistency and timeout; token-aware and shard-aware
 //! routing stay on (the driver's defaults). A flush is written as bounded concurrent
-//! executes (at most `max_in_flight` at a time), view rows first, then one count rollup per
-//! video keyed by the flush id, so a count never runs ahead of its rows and a retried flush
-//! overwrites rather than adds (counters could not be retried safely).
+//! executes (at most `max_in_flight` at a time): its view rows (keyed by their ids, so a
+//! retry overwrites), then its count and sketch rows, each stamped with its total (see
+//! [`crate::store::ledger`]), so a retried or late one never lowers a count. Counters could
+//! not be retried safely; these can.
 //!
 //! The writer never waits for a connection: with no session after `CONNECT_GRACE`, a
 //! write fails as `Unreachable` and the resilient store keeps the flush in its outbox.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlDate, CqlTimestamp, CqlTimeuuid};
+use scylla::value::{CqlTimestamp, CqlTimeuuid};
 
-use super::schema::{insert_rollup_cql, insert_view_cql, VIEW_BUCKETS};
+use super::schema::{cql_date, insert_count_cql, insert_sketch_cql, insert_view_cql, VIEW_SHARDS};
 use super::session::{execution, Cluster};
+use crate::store::ledger::CountRow;
 use crate::store::outbox::{Flush, PendingView};
 use crate::store::resilient::RemoteViewStore;
 use crate::store::StoreError;
@@ -33,7 +34,8 @@ const CONNECT_GRACE: Duration = Duration::from_millis(200);
 /// The writes, prepared on the session.
 struct Prepared {
     insert_view: PreparedStatement,
-    insert_rollup: PreparedStatement,
+    insert_count: PreparedStatement,
+    insert_sketch: PreparedStatement,
 }
 
 /// Writes flushes of views to the cluster.
@@ -56,13 +58,16 @@ impl ScyllaViewStore {
     }
 
     async fn prepare(cluster: &Cluster, session: &Session) -> Result<Prepared, StoreError> {
-        let config = cluster.config();
+        let keyspace = &cluster.config().keyspace;
         Ok(Prepared {
             insert_view: cluster
-                .prepare_write(session, insert_view_cql(&config.keyspace, config.view_ttl))
+                .prepare_write(session, insert_view_cql(keyspace))
                 .await?,
-            insert_rollup: cluster
-                .prepare_write(session, insert_rollup_cql(&config.keyspace))
+            insert_count: cluster
+                .prepare_write(session, insert_count_cql(keyspace))
+                .await?,
+            insert_sketch: cluster
+                .prepare_write(session, insert_sketch_cql(keyspace))
                 .await?,
         })
     }
@@ -81,15 +86,25 @@ impl ScyllaViewStore {
                     .map(|_| ())
             })
             .await?;
-        let mut per_video: HashMap<&str, i64> = HashMap::new();
-        for view in &flush.views {
-            *per_video.entry(view.video_id.as_str()).or_default() += 1;
-        }
-        let flush_id = CqlTimeuuid::from(flush.id);
-        stream::iter(per_video.into_iter().map(Ok))
-            .try_for_each_concurrent(max_in_flight, |(video_id, views)| async move {
+        stream::iter(flush.counts.iter().map(Ok))
+            .try_for_each_concurrent(max_in_flight, |count: &CountRow| async move {
+                let (video_id, day, writer_id) = (
+                    count.video_id.as_str(),
+                    cql_date(count.day),
+                    count.writer_id,
+                );
+                let total = i64::try_from(count.views).unwrap_or(i64::MAX);
                 session
-                    .execute_unpaged(&prepared.insert_rollup, (video_id, flush_id, views))
+                    .execute_unpaged(
+                        &prepared.insert_count,
+                        (video_id, day, writer_id, total, total),
+                    )
+                    .await?;
+                session
+                    .execute_unpaged(
+                        &prepared.insert_sketch,
+                        (video_id, day, writer_id, count.sketch.as_slice(), total),
+                    )
                     .await
                     .map(|_| ())
             })
@@ -112,31 +127,36 @@ impl RemoteViewStore for ScyllaViewStore {
     }
 }
 
-/// The bind values of one view row.
-fn view_row(
+/// The bind values of one view row: its partition (video, minute, writer, shard) comes
+/// from the view's own fields and id, so every retry and replay writes the same row.
+pub fn view_row(
     view: &PendingView,
 ) -> (
     &str,
-    CqlDate,
+    CqlTimestamp,
+    i64,
     i32,
     CqlTimeuuid,
-    std::net::IpAddr,
+    String,
     CqlTimestamp,
 ) {
-    const DAY_MS: i64 = 86_400_000;
-    let days = view.timestamp_ms.div_euclid(DAY_MS);
-    // CQL dates count days with 2^31 as the Unix epoch.
-    let day = CqlDate((1u32 << 31).wrapping_add_signed(days as i32));
+    const MINUTE_MS: i64 = 60_000;
+    let minute = view.timestamp_ms - view.timestamp_ms.rem_euclid(MINUTE_MS);
     let bytes = view.id.as_bytes();
-    // The clock sequence advances with every id: an even spread over the buckets.
+    // The node field of the time-based id names the process that formed it.
+    let mut node = [0u8; 8];
+    node[2..].copy_from_slice(&bytes[10..16]);
+    let writer = i64::from_be_bytes(node);
+    // The clock sequence advances with every id: an even spread over the shards.
     let sequence = u16::from_be_bytes([bytes[8] & 0x3f, bytes[9]]);
-    let bucket = i32::from(sequence) % VIEW_BUCKETS;
+    let shard = i32::from(sequence) % VIEW_SHARDS;
     (
         view.video_id.as_str(),
-        day,
-        bucket,
+        CqlTimestamp(minute),
+        writer,
+        shard,
         CqlTimeuuid::from(view.id),
-        view.client_ip,
+        view.viewer.to_text(),
         CqlTimestamp(view.timestamp_ms),
     )
 }
@@ -146,27 +166,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn view_rows_land_on_the_right_day_and_spread_over_buckets() {
+    fn view_rows_land_on_their_minute_and_writer_and_spread_over_shards() {
         let ids = (0..64).map(|i| {
             let context = uuid::timestamp::context::ContextV1::new(i);
             uuid::Uuid::new_v1(
                 uuid::Timestamp::from_unix(&context, 1_795_000_000, 0),
-                &[1; 6],
+                &[0, 0, 0, 0, 1, 2],
             )
         });
-        let mut buckets = std::collections::HashSet::new();
+        let mut shards = std::collections::HashSet::new();
         for id in ids {
             let view = PendingView {
                 id,
                 video_id: "12345".into(),
-                client_ip: "192.0.2.1".parse().expect("ip"),
-                timestamp_ms: 86_400_000 * 3 + 5,
+                viewer: crate::viewer::Viewer::Hashed([1; 16]),
+                timestamp_ms: 86_400_000 * 3 + 61_005,
             };
-            let (_, day, bucket, _, _, _) = view_row(&view);
-            assert_eq!(day.0, (1u32 << 31) + 3);
-            assert!((0..VIEW_BUCKETS).contains(&bucket));
-            buckets.insert(bucket);
+            let (_, minute, writer, shard, _, viewer, _) = view_row(&view);
+            assert_eq!(minute.0, 86_400_000 * 3 + 60_000);
+            assert_eq!(writer, 0x0102);
+            assert_eq!(viewer, "01".repeat(16));
+            assert!((0..VIEW_SHARDS).contains(&shard));
+            shards.insert(shard);
         }
-        assert_eq!(buckets.len(), VIEW_BUCKETS as usize);
+        assert_eq!(shards.len(), VIEW_SHARDS as usize);
     }
 }

@@ -269,7 +269,7 @@ pub struct ApiSettings {
     pub privacy: ClientPrivacy,
     /// Whether every video's per-day counts are in memory, so that `GET /videos/top` can
     /// rank them: the embedded store's are (the writer credits them); a shared store's are
-    /// read per video, when asked for.
+    /// when the watcher re-reads them all (`--top-refresh-ms`).
     pub top_videos: bool,
 }
 
@@ -603,8 +603,8 @@ impl VideoApi {
         if !self.top_videos {
             response.set_json_error(
                 501,
-                "videos by views per day are ranked by the embedded store only: a ScyllaDB \
-                 server reads a video's counts when they are asked for",
+                "videos are not ranked by views per day here: with the ScyllaDB store, \
+                 --top-refresh-ms is 0",
             );
             return;
         }

@@ -131,7 +131,7 @@ impl App {
                 rate_limit: config.rate_limit,
                 view_dedup: (config.view_dedup_seconds > 0)
                     .then(|| Duration::from_secs(u64::from(config.view_dedup_seconds))),
-                top_videos: config.store == StoreKind::Embedded,
+                top_videos: config.store == StoreKind::Embedded || config.top_refresh_ms > 0,
                 privacy: ClientPrivacy::new(config.client_ip, salts),
             },
         );
@@ -263,6 +263,7 @@ fn start_embedded(
     let settings = WatchSettings {
         catalog_every: EMBEDDED_CATALOG_CHECK,
         counts_every: None,
+        rank_every: None,
     };
     let watcher = CatalogWatcher::spawn(source, Arc::clone(&catalog), settings, salts)
         .map_err(StartError::WatcherThread)?;
@@ -307,6 +308,8 @@ fn start_scylla(
     let settings = WatchSettings {
         catalog_every: Duration::from_millis(config.catalog_refresh_ms),
         counts_every: Some(Duration::from_millis(config.views_cache_ms)),
+        rank_every: (config.top_refresh_ms > 0)
+            .then(|| Duration::from_millis(config.top_refresh_ms)),
     };
     let watcher = CatalogWatcher::spawn(remote, Arc::clone(&catalog), settings, salts)
         .map_err(StartError::WatcherThread)?;

@@ -272,6 +272,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub views_cache_ms: u64,
 
+    /// With --store scylla: how often every video's counts are re-read so that GET
+    /// /videos/top can rank the day's videos from memory, in milliseconds (one read per
+    /// video per interval); 0 turns the ranking off (GET /videos/top then answers 501).
+    #[arg(long, env = "VIDEO_SERVER_TOP_REFRESH_MS", default_value_t = 60_000)]
+    pub top_refresh_ms: u64,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
     /// "video_server=debug".
     #[arg(long, global = true, env = "VIDEO_SERVER_LOG", default_value = "info")]

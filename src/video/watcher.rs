@@ -16,6 +16,8 @@
 //! watcher re-reads the wanted counts older than `counts_every`. So a count is never much
 //! staler than that, and a request never waits for the database. With it unset (the
 //! embedded store), counts are exact in memory: the batch writer credits what it commits.
+//! With `rank_every` set too, every video's counts are wanted that often, so that the top
+//! videos of a day can be ranked from memory.
 //!
 //! With `--client-ip hash`, the watcher also keeps the daily salts: it agrees the salts of
 //! today and tomorrow with the store ahead of time (so that midnight finds tomorrow's
@@ -47,6 +49,9 @@ pub struct WatchSettings {
     pub catalog_every: Duration,
     /// How stale a wanted count may be, when counts are read from the store.
     pub counts_every: Option<Duration>,
+    /// How often every video's counts are wanted, so that the videos of a day can be
+    /// ranked (`GET /videos/top`) from memory, when counts are read from the store.
+    pub rank_every: Option<Duration>,
 }
 
 /// The running watcher.
@@ -111,6 +116,7 @@ struct Watch<S> {
 impl<S: CatalogSource> Watch<S> {
     fn run(&mut self) {
         let mut next_catalog = Instant::now() + self.settings.catalog_every;
+        let mut next_rank = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             std::thread::park_timeout(TICK);
             if Instant::now() >= next_catalog {
@@ -120,6 +126,15 @@ impl<S: CatalogSource> Watch<S> {
                 }
             }
             self.keep_salts();
+            if let Some(rank_every) = self.settings.rank_every {
+                if Instant::now() >= next_rank {
+                    next_rank = Instant::now() + rank_every;
+                    self.catalog
+                        .load()
+                        .entries()
+                        .for_each(|entry| entry.want_count());
+                }
+            }
             if let Some(counts_every) = self.settings.counts_every {
                 if let Err(error) = self.refresh_wanted_counts(counts_every) {
                     self.warn(&error);
@@ -308,6 +323,7 @@ mod tests {
         let settings = WatchSettings {
             catalog_every: Duration::from_millis(10),
             counts_every: None,
+            rank_every: None,
         };
         let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
             .expect("spawn");
@@ -335,6 +351,7 @@ mod tests {
         let settings = WatchSettings {
             catalog_every: Duration::from_secs(3600),
             counts_every: Some(Duration::from_millis(1)),
+            rank_every: None,
         };
         let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
             .expect("spawn");
@@ -342,6 +359,27 @@ mod tests {
         assert_eq!(entry.persisted_views(), 3, "not read until wanted");
         entry.want_count();
         assert!(wait_for(|| entry.persisted_views() == 42), "count read");
+        watcher.stop();
+    }
+
+    #[test]
+    fn every_count_is_read_when_videos_are_ranked() {
+        let source = FakeSource::default();
+        source.videos.lock().push(seed());
+        *source.count.lock() = 42;
+        let catalog = Catalog::from_stored(&source.videos.lock(), None).shared();
+        let settings = WatchSettings {
+            catalog_every: Duration::from_secs(3600),
+            counts_every: Some(Duration::from_millis(1)),
+            rank_every: Some(Duration::from_secs(3600)),
+        };
+        let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
+            .expect("spawn");
+        let entry = Arc::clone(catalog.load().get("12345").expect("seed"));
+        assert!(
+            wait_for(|| entry.persisted_views() == 42),
+            "read without a client asking"
+        );
         watcher.stop();
     }
 
@@ -356,6 +394,7 @@ mod tests {
         let settings = WatchSettings {
             catalog_every: Duration::from_secs(3600),
             counts_every: None,
+            rank_every: None,
         };
         let salts = Arc::new(DailySalts::default());
         let watcher =
@@ -379,6 +418,7 @@ mod tests {
         let settings = WatchSettings {
             catalog_every: Duration::from_secs(3600),
             counts_every: None,
+            rank_every: None,
         };
         let salts = Arc::new(DailySalts::default());
         let watcher = CatalogWatcher::spawn(

@@ -20,6 +20,11 @@
 //! them. Those rows are absolute and keep the largest total, so writing them again (a
 //! retry, a replay, an older row arriving late) changes nothing; the outbox keeps only the
 //! newest total of each tally and replays it apart from the views.
+//!
+//! A batch gets its ids and its place in the totals once. If neither the cluster nor the
+//! outbox took it (the outbox failing too: a full disk), the batch writer tries the same
+//! batch again, and this store hands the cluster the same flush, so a view written by the
+//! first attempt is overwritten, not added, and no view is counted twice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,6 +117,16 @@ impl IdGenerator {
     }
 }
 
+/// Whether `flush` was formed from exactly these views (the batch writer retrying a batch).
+fn same_views(flush: &Flush, views: &[ViewRecord<'_>]) -> bool {
+    flush.views.len() == views.len()
+        && flush.views.iter().zip(views).all(|(formed, view)| {
+            formed.video_id == view.video_id
+                && formed.viewer == view.viewer
+                && formed.timestamp_ms == view.timestamp_ms
+        })
+}
+
 /// A [`ViewStore`] over a remote store, with a local outbox that never lets a view go.
 pub struct ResilientStore<R: RemoteViewStore> {
     remote: R,
@@ -121,6 +136,12 @@ pub struct ResilientStore<R: RemoteViewStore> {
     ids: IdGenerator,
     /// This writer's running totals.
     ledger: CountLedger,
+    /// The flush of the last batch that neither the cluster nor the outbox took, for the
+    /// batch writer's retry of the same batch.
+    unsettled: Option<Flush>,
+    /// Makes the outbox refuse every flush (a full disk, in tests).
+    #[cfg(test)]
+    refuse_spills: bool,
     /// No direct write or replay before this instant (set after a failure).
     quiet_until: Option<Instant>,
     /// Paces replays (and direct writes) after failures: longer each time, reset by a
@@ -145,6 +166,9 @@ impl<R: RemoteViewStore> ResilientStore<R> {
             policy,
             ids: IdGenerator::new(),
             ledger: CountLedger::default(),
+            unsettled: None,
+            #[cfg(test)]
+            refuse_spills: false,
             quiet_until: None,
         }
     }
@@ -196,6 +220,10 @@ impl<R: RemoteViewStore> ResilientStore<R> {
     }
 
     fn spill(&mut self, flush: &Flush) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.refuse_spills {
+            return Err(StoreError::Forced { retriable: true });
+        }
         self.outbox.push(flush)?;
         self.metrics.views_spilled.inc_by(flush.views.len() as u64);
         self.update_depth();
@@ -216,6 +244,32 @@ impl<R: RemoteViewStore> ResilientStore<R> {
     fn recovered(&mut self) {
         self.quiet_until = None;
         self.replay_backoff.reset();
+    }
+
+    /// Writes a flush to the cluster, or else to the outbox.
+    fn settle(&mut self, flush: &Flush) -> Result<Persisted, StoreError> {
+        if self.in_backoff() {
+            self.spill(flush)?;
+            return Ok(Persisted::CountedRemotely);
+        }
+        match self.write_with_retries(flush) {
+            Ok(()) => {
+                self.recovered();
+                Ok(Persisted::CountedRemotely)
+            }
+            Err(error) => {
+                if error.is_retriable() {
+                    tracing::warn!(%error, views = flush.views.len(),
+                        "remote store failing; spilling the batch to the outbox");
+                } else {
+                    tracing::error!(%error, views = flush.views.len(),
+                        "remote store refused the batch (permanent error); kept in the outbox");
+                }
+                self.back_off();
+                self.spill(flush)?;
+                Ok(Persisted::CountedRemotely)
+            }
+        }
     }
 
     /// Replays up to `replay_flushes` of the oldest outbox flushes.
@@ -266,29 +320,24 @@ impl<R: RemoteViewStore> ResilientStore<R> {
 
 impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
     fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
-        let flush = self.ids.flush(views, &mut self.ledger);
-        if self.in_backoff() {
-            self.spill(&flush)?;
-            return Ok(Persisted::CountedRemotely);
-        }
-        match self.write_with_retries(&flush) {
-            Ok(()) => {
-                self.recovered();
-                Ok(Persisted::CountedRemotely)
-            }
-            Err(error) => {
-                if error.is_retriable() {
-                    tracing::warn!(%error, views = flush.views.len(),
-                        "remote store failing; spilling the batch to the outbox");
-                } else {
-                    tracing::error!(%error, views = flush.views.len(),
-                        "remote store refused the batch (permanent error); kept in the outbox");
+        let flush =
+            match self.unsettled.take() {
+                Some(flush) if same_views(&flush, views) => flush,
+                abandoned => {
+                    if let Some(abandoned) = abandoned {
+                        // Given up by the batch writer: its views are lost (and reported so),
+                        // but some may have reached the cluster, so its totals stand.
+                        tracing::warn!(views = abandoned.views.len(),
+                        "a batch the outbox could not take was given up; its views stay counted");
+                    }
+                    self.ids.flush(views, &mut self.ledger)
                 }
-                self.back_off();
-                self.spill(&flush)?;
-                Ok(Persisted::CountedRemotely)
-            }
+            };
+        let result = self.settle(&flush);
+        if result.is_err() {
+            self.unsettled = Some(flush);
         }
+        result
     }
 
     fn maintain(&mut self) {
@@ -309,11 +358,15 @@ mod tests {
     use parking_lot::Mutex;
     use std::collections::HashMap;
 
-    /// A remote store that keeps rows by id (like a table) and fails while told to.
+    /// A count row's key: (video, day, writer).
+    type Tally = (String, i64, Uuid);
+
+    /// A remote store that keeps rows by id and count rows by (video, day, writer) with the
+    /// largest total (like the tables and their write timestamps), and fails while told to.
     #[derive(Clone, Default)]
     struct FakeCluster {
         rows: Arc<Mutex<HashMap<Uuid, PendingView>>>,
-        rollups: Arc<Mutex<HashMap<(String, Uuid), u64>>>,
+        totals: Arc<Mutex<HashMap<Tally, u64>>>,
         down: Arc<Mutex<bool>>,
         /// Fail only after writing this many rows of the next flush (a partial write).
         partial: Arc<Mutex<Option<usize>>>,
@@ -333,14 +386,15 @@ mod tests {
                 }
                 return Err(StoreError::Forced { retriable: true });
             }
-            let mut per_video: HashMap<&str, u64> = HashMap::new();
             for view in &flush.views {
                 rows.insert(view.id, view.clone());
-                *per_video.entry(view.video_id.as_str()).or_default() += 1;
             }
-            let mut rollups = self.rollups.lock();
-            for (video, count) in per_video {
-                rollups.insert((video.to_owned(), flush.id), count);
+            let mut totals = self.totals.lock();
+            for count in &flush.counts {
+                let kept = totals
+                    .entry((count.video_id.clone(), count.day, count.writer_id))
+                    .or_default();
+                *kept = (*kept).max(count.views);
             }
             Ok(())
         }
@@ -348,10 +402,10 @@ mod tests {
 
     impl FakeCluster {
         fn count(&self, video_id: &str) -> u64 {
-            self.rollups
+            self.totals
                 .lock()
                 .iter()
-                .filter(|((video, _), _)| video == video_id)
+                .filter(|((video, _, _), _)| video == video_id)
                 .map(|(_, count)| count)
                 .sum()
         }
@@ -394,7 +448,9 @@ mod tests {
 
     fn drain(store: &mut ResilientStore<FakeCluster>) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while store.outbox_depth() > 0 && Instant::now() < deadline {
+        while (store.outbox_depth() > 0 || store.outbox_pending_counts() > 0)
+            && Instant::now() < deadline
+        {
             store.maintain();
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -459,6 +515,30 @@ mod tests {
         drain(&mut store);
         assert_eq!(cluster.rows.lock().len(), 16);
         assert_eq!(cluster.count("12345"), 16);
+    }
+
+    #[test]
+    fn a_batch_neither_the_cluster_nor_the_outbox_took_is_retried_under_the_same_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, _) = store(&cluster, dir.path());
+        store.policy.attempts = 1;
+        // 4 of 10 rows reach the cluster, then the outbox fails too (a full disk).
+        *cluster.partial.lock() = Some(4);
+        store.refuse_spills = true;
+        let batch = views(10);
+        assert!(store.write_views(&batch).is_err());
+        assert_eq!(cluster.rows.lock().len(), 4);
+        // The batch writer tries the same batch again: the same flush goes out.
+        store.refuse_spills = false;
+        store.quiet_until = None;
+        store.write_views(&batch).expect("written");
+        assert_eq!(cluster.rows.lock().len(), 10, "the 4 rows were overwritten");
+        assert_eq!(cluster.count("12345"), 10, "counted once");
+        // The next batch is a new flush.
+        store.write_views(&views(3)).expect("written");
+        assert_eq!(cluster.rows.lock().len(), 13);
+        assert_eq!(cluster.count("12345"), 13);
     }
 
     #[test]

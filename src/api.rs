@@ -374,8 +374,13 @@ impl VideoApi {
                     response.body.extend_from_slice(OPENAPI.as_bytes());
                 }
             }
-            Route::Page if get_or_head => self.serve_page_asset(page::INDEX, request, response),
-            Route::PageAsset(name) if get_or_head => self.serve_page_asset(name, request, response),
+            Route::Page if get_or_head => self.serve_page(request, response),
+            Route::PageAsset(name) if get_or_head => match page::asset(name) {
+                Some(asset) => serve_page_file(asset, request, response),
+                None => {
+                    response.set_json_error(404, &format!("no asset {name:?}"));
+                }
+            },
             Route::Plaintext if get_or_head => {
                 response
                     .set_content_type("text/plain")
@@ -434,25 +439,14 @@ impl VideoApi {
         video.write_json(&mut response.body, Some(&signer));
     }
 
-    /// `GET /` (the page, `index.html`) and `GET /assets/:name`: compiled-in files, each
-    /// with its entity tag. The page's policy names the CDNs signed URLs point at now (a
-    /// `SIGHUP` may change them), so it is built for each request; it is not a hot path.
-    fn serve_page_asset(&self, name: &str, request: &Request<'_>, response: &mut Response) {
-        let Some(asset) = page::asset(name) else {
-            response.set_json_error(404, &format!("no asset {name:?}"));
-            return;
-        };
-        response.add_header("X-Content-Type-Options", b"nosniff");
-        if name == page::INDEX {
-            let signing = self.signing.load();
-            let addresses = signing.cdns.cdns().iter().map(|cdn| cdn.address());
-            let policy = page::content_security_policy(addresses);
-            response.add_header("Content-Security-Policy", policy.as_bytes());
-        }
-        if !revalidate(request, &asset.etag, REVALIDATE, response) {
-            response.set_content_type(asset.content_type);
-            response.body.extend_from_slice(asset.body.as_bytes());
-        }
+    /// `GET /`: the player page, with a policy that names the CDNs signed URLs point at
+    /// now (a `SIGHUP` may change them), so built for each request; it is not a hot path.
+    fn serve_page(&self, request: &Request<'_>, response: &mut Response) {
+        let signing = self.signing.load();
+        let addresses = signing.cdns.cdns().iter().map(|cdn| cdn.address());
+        let policy = page::content_security_policy(addresses);
+        response.add_header("Content-Security-Policy", policy.as_bytes());
+        serve_page_file(page::index(), request, response);
     }
 
     /// `GET /healthz`: ok, or 503 with the problems noticed recently.
@@ -788,6 +782,15 @@ fn revalidate(
         response.set_status(304);
     }
     not_modified
+}
+
+/// A file of the page (compiled in), revalidated by its entity tag.
+fn serve_page_file(asset: &page::Asset, request: &Request<'_>, response: &mut Response) {
+    response.add_header("X-Content-Type-Options", b"nosniff");
+    if !revalidate(request, &asset.etag, REVALIDATE, response) {
+        response.set_content_type(asset.content_type);
+        response.body.extend_from_slice(asset.body.as_bytes());
+    }
 }
 
 /// A 429 that says when to come back.

@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 /// A file of the page, as served.
 #[derive(Debug)]
 pub struct Asset {
-    /// Its name under `/assets/` (`index.html` is served at `/`).
+    /// Its name: under `/assets/`, or [`INDEX`], which is served at `/` only.
     pub name: &'static str,
     /// Its `Content-Type`.
     pub content_type: &'static str,
@@ -29,10 +29,10 @@ pub struct Asset {
     pub etag: String,
 }
 
-/// The page itself, served at `/`.
+/// The page's own file, served at `/`.
 pub const INDEX: &str = "index.html";
 
-/// Every file of the page: (name, media type, contents).
+/// Every file of the page, the page first: (name, media type, contents).
 const FILES: [(&str, &str, &str); 5] = [
     (
         INDEX,
@@ -70,14 +70,19 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The asset of that name (`index.html` for the page), if there is one.
-pub fn asset(name: &str) -> Option<&'static Asset> {
-    ASSETS.iter().find(|asset| asset.name == name)
+/// The page itself, served at `/`.
+pub fn index() -> &'static Asset {
+    &ASSETS[0]
 }
 
-/// The names of all assets, the page first.
+/// The file served at `/assets/{name}`, if there is one (the page is not one of them).
+pub fn asset(name: &str) -> Option<&'static Asset> {
+    ASSETS[1..].iter().find(|asset| asset.name == name)
+}
+
+/// The names of the files under `/assets/`.
 pub fn asset_names() -> impl Iterator<Item = &'static str> {
-    FILES.iter().map(|&(name, _, _)| name)
+    FILES[1..].iter().map(|&(name, _, _)| name)
 }
 
 /// A strong entity tag for `bytes`: the first 8 bytes of their SHA-256, in hex and quotes.
@@ -146,18 +151,18 @@ mod tests {
             assert!(!asset.body.is_empty(), "{name} is empty");
             assert!(asset.etag.starts_with('"') && asset.etag.len() == 18);
         }
-        assert_eq!(
-            asset(INDEX).expect("page").content_type,
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(index().name, INDEX);
+        assert_eq!(index().content_type, "text/html; charset=utf-8");
+        assert!(asset(INDEX).is_none(), "the page is served at / only");
         assert!(asset("missing.js").is_none());
         assert!(asset("").is_none());
     }
 
     #[test]
     fn the_page_loads_only_its_own_assets() {
-        let page = asset(INDEX).expect("page").body;
-        for name in asset_names().filter(|&name| name != INDEX && name != "logic.mjs") {
+        let page = index().body;
+        // logic.mjs is imported by page.mjs, not named by the page.
+        for name in asset_names().filter(|&name| name != "logic.mjs") {
             assert!(
                 page.contains(&format!("/assets/{name}")),
                 "index.html does not use {name}"

@@ -35,7 +35,7 @@ tools="$root/target/test-tools"
 # pypi_tool PACKAGE VERSION COMMAND: a virtual environment of its own, linked into bin/.
 pypi_tool() {
   local package=$1 version=$2 command=$3 venv="$tools/$1"
-  if [ -x "$tools/bin/$command" ] && "$venv/bin/pip" show "$package" 2>/dev/null | grep -qx "Version: $version"; then
+  if [ -x "$tools/bin/$command" ] && "$venv/bin/pip" show "$package" 2>/dev/null | grep -x "Version: $version" >/dev/null; then
     return
   fi
   echo "installing $package $version (PyPI) into $venv" >&2

@@ -172,6 +172,9 @@ test('the page plays the video through a signed URL from the nginx origin, and i
 
   // The day's ranking lists it.
   await page.locator('#top-list li', { hasText: VIDEO_TITLE }).waitFor({ timeout: 10_000 });
+  // Polls revalidate: once the count stops moving, the browser's poll is a 304 (no body).
+  await until('a poll of the counts answered 304', 10_000,
+    async () => (await metric('http_requests_total{route="video_views",status="304"}')) > 0);
 
   assert.deepEqual(seen.errors, [], 'no errors in the console (CSP included)');
   await page.screenshot({ path: path.join(outDir, 'page.png'), fullPage: true });

@@ -20,8 +20,8 @@
 #   DEMO_TTL_SECONDS   how long a token works (default 600)
 #   VIDEO_SERVER_BIN   the binary to run (default: `cargo build`, then target/debug's)
 #   NGINX              the nginx binary (default: nginx on PATH, or /usr/sbin/nginx)
-#   DEMO_READY_FILE    for tests: once both listen, write {"url","cdn","work"} as JSON to
-#                      this file; stop the demo with SIGTERM (it cleans up the same way)
+#   DEMO_READY_FILE    for tests: once both listen, write {"url","cdn","work","bin"} as
+#                      JSON to this file; stop the demo with SIGTERM (it cleans up the same way)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ttl="${DEMO_TTL_SECONDS:-600}"
@@ -140,7 +140,8 @@ fi
 url="http://$address/"
 
 if [ -n "${DEMO_READY_FILE:-}" ]; then
-  printf '{"url": "%s", "cdn": "%s", "work": "%s"}\n' "$url" "$cdn" "$work" >"$DEMO_READY_FILE.tmp"
+  printf '{"url": "%s", "cdn": "%s", "work": "%s", "bin": "%s"}\n' "$url" "$cdn" "$work" "$bin" \
+    >"$DEMO_READY_FILE.tmp"
   mv "$DEMO_READY_FILE.tmp" "$DEMO_READY_FILE"
 fi
 cat <<EOF

@@ -10,11 +10,13 @@
 // Without Chromium or playwright-core the test is skipped, loudly; under CI it fails.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { describeSignedUrl } from '../../web/logic.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -211,4 +213,40 @@ test('a tampered token shows the error state and counts no view', { skip: missin
   assert.equal(await metric('views_accepted_total'), accepted, 'a refused video is no view');
   await page.screenshot({ path: path.join(outDir, 'page-refused.png') });
   await page.close();
+});
+
+test('the page reads the CDN, scheme and expiry of what video-server signs, for every scheme', { skip: missing ?? false }, () => {
+  // The token answer carries only URLs, so web/logic.mjs reads them back: checked here
+  // against the URLs the binary itself writes (`video-server sign`), a file and an HLS
+  // folder token per scheme, so that a change of a URL format cannot leave the page behind.
+  const at = 1_700_000_000;
+  const cdns = [
+    { scheme: 'md5', key: 'k' },
+    { scheme: 'sha256', key: 'k' },
+    { scheme: 'nginx', key: 'k', ttl_seconds: 600 },
+    { scheme: 'akamai', key: '7a5c2be9f42a1f32cd889d1cf775f05d', ttl_seconds: 600 },
+    { scheme: 'cloudfront', key_file: path.join(root, 'tests/fixtures/cloudfront-test-key.pem'),
+      key_id: 'K2JCJMDEHXQW5F', ttl_seconds: 3600 },
+    { scheme: 'google', key: 'nZtRohdNF9m3cKM24IcK4w==', key_id: 'my-key', ttl_seconds: 600 },
+    { scheme: 'bunny', key: 'SecurityKey', ttl_seconds: 600 },
+  ];
+  const file = path.join(scratch, 'cdns.json');
+  writeFileSync(file, JSON.stringify(cdns.map((cdn) => ({ name: cdn.scheme, address: 'https://cdn.example.com', ...cdn }))));
+  for (const cdn of cdns) {
+    for (const [src, type] of [['/videos/a.mp4', 'video/mp4'], ['/hls/a/master.m3u8', 'application/x-mpegURL']]) {
+      const url = execFileSync(ready.bin, ['sign', '--cdns', file, '--cdn', cdn.scheme, '--at', String(at), '--type', type, src],
+        { encoding: 'utf8' }).trim();
+      const read = describeSignedUrl(url);
+      assert.equal(read.origin, 'https://cdn.example.com', url);
+      assert.equal(read.scheme, cdn.scheme, url);
+      if (cdn.ttl_seconds === undefined) {
+        assert.equal(read.expiresAt, null, url);
+      } else if (cdn.scheme === 'cloudfront') {
+        // Rounded up to a window of a tenth of the TTL, so that signatures are reused.
+        assert.ok(read.expiresAt >= at + cdn.ttl_seconds && read.expiresAt <= at + 1.1 * cdn.ttl_seconds, url);
+      } else {
+        assert.equal(read.expiresAt, at + cdn.ttl_seconds, url);
+      }
+    }
+  }
 });

@@ -118,8 +118,9 @@ cat >"$work/cdns.json" <<EOF
   "bind_ip": true, "ttl_seconds": $ttl}]
 EOF
 cat >"$work/catalog.json" <<'EOF'
-[{"videoId": "test-pattern", "title": "Test pattern (5 s, H.264)",
-  "sources": [{"src": "/bound/test-pattern.mp4", "size": 180, "type": "video/mp4"}]}]
+[{"videoId": "test-pattern", "title": "Test pattern (5 s, VP9)",
+  "sources": [{"src": "/bound/test-pattern.mp4", "size": 180,
+               "type": "video/mp4; codecs=\"vp09.00.11.08\""}]}]
 EOF
 "$bin" --listen "127.0.0.1:${DEMO_PORT:-0}" --data-dir "$work/data" --no-pin --workers 1 \
   --cdns "$work/cdns.json" --catalog "$work/catalog.json" --signing-policy catalog \

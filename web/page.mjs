@@ -264,7 +264,7 @@ async function pollViews() {
   } else {
     state.days = [];
     drawChart();
-    text('chart-summary', 'This server\'s store does not count views per day yet, so there is no chart.');
+    text('chart-summary', 'This server\'s store does not count views per day, so there is no chart.');
   }
 }
 
@@ -328,7 +328,7 @@ async function pollTop() {
   const answer = await requestJson('/videos/top?limit=5');
   if (answer.status === 501) {
     state.topAvailable = false;
-    text('top-status', 'This server\'s store does not count views per day yet, so there is no ranking.');
+    text('top-status', 'This server\'s store cannot rank the whole catalog (yet), so there is no ranking.');
     return;
   }
   if (!answer.ok || !Array.isArray(answer.body?.videos)) {

@@ -5,8 +5,13 @@
 #   openssl  verifies the "cloudfront" scheme's RSA signatures
 #   redbot   REDbot, the HTTP linter (PyPI, pinned), judges our caching headers
 #   st       Schemathesis (PyPI, pinned) tests the server against docs/openapi.json
+#   chromium Debian's Chromium: the browser test (tests/browser/) plays the page in it
+#   playwright-core (npm, pinned by tests/browser/package-lock.json) drives that Chromium;
+#            it never downloads a browser of its own
 # The PyPI tools go into virtual environments under target/test-tools (cargo clean removes
-# them), linked from target/test-tools/bin.
+# them), linked from target/test-tools/bin; the npm package into tests/browser/node_modules.
+# Node.js itself (20 or later) is not installed here: Debian's is too old for
+# playwright-core, and scripts/test-page.sh says so (under CI, fails) when it is missing.
 # Idempotent; needs root or sudo only when a Debian package is missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,6 +21,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -35,7 +41,7 @@ tools="$root/target/test-tools"
 # pypi_tool PACKAGE VERSION COMMAND: a virtual environment of its own, linked into bin/.
 pypi_tool() {
   local package=$1 version=$2 command=$3 venv="$tools/$1"
-  if [ -x "$tools/bin/$command" ] && "$venv/bin/pip" show "$package" 2>/dev/null | grep -qx "Version: $version"; then
+  if [ -x "$tools/bin/$command" ] && "$venv/bin/pip" show "$package" 2>/dev/null | grep -x "Version: $version" >/dev/null; then
     return
   fi
   echo "installing $package $version (PyPI) into $venv" >&2
@@ -47,3 +53,15 @@ pypi_tool() {
 }
 pypi_tool redbot "$REDBOT_VERSION" redbot
 pypi_tool schemathesis "$SCHEMATHESIS_VERSION" st
+
+# The browser test's driver, exactly as package-lock.json pins it (`npm ci`), unless it is
+# there already.
+browser="$root/tests/browser"
+if command -v npm >/dev/null 2>&1; then
+  wanted="$(node -p 'require(process.argv[1]).packages["node_modules/playwright-core"].version' "$browser/package-lock.json")"
+  have="$(node -p 'require(process.argv[1]).version' "$browser/node_modules/playwright-core/package.json" 2>/dev/null || true)"
+  if [ "$have" != "$wanted" ]; then
+    echo "installing playwright-core $wanted (npm) into $browser/node_modules" >&2
+    (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+fi

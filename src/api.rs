@@ -11,6 +11,7 @@
 //! | `/metrics` | GET, HEAD | Prometheus text format | `no-store` |
 //! | `/plaintext` | GET, HEAD | `Hello, World!`: the ceiling benchmarks compare against | `no-store` |
 //! | `/openapi.json` | GET, HEAD | this API in OpenAPI 3 (`docs/openapi.json`) | `no-cache` + `ETag` |
+//! | `/`, `/assets/:name` | GET, HEAD | the player page and its files ([`crate::page`]), with a `Content-Security-Policy` | `no-cache` + `ETag` |
 //!
 //! Caching is chosen for what a route does. A play (`GET /video/:videoId`) must reach us to
 //! be counted: shared caches (a CDN in front of us) may not store it at all (`private`),
@@ -38,6 +39,7 @@ use crate::http::{conditional, HttpError, Request, Response, Service};
 use crate::json;
 use crate::limiter::{RateLimit, RateLimiter, ViewDedup};
 use crate::metrics::Metrics;
+use crate::page;
 use crate::store::{epoch_millis, utc_day, DAYS_KEPT};
 use crate::token::access::Refusal;
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningPolicy};
@@ -57,6 +59,8 @@ enum Route<'p> {
     Metrics,
     Plaintext,
     OpenApi,
+    Page,
+    PageAsset(&'p str),
     NotFound,
 }
 
@@ -75,11 +79,13 @@ pub enum RouteKind {
     Rejected,
     TopVideos,
     Videos,
+    Page,
+    PageAsset,
 }
 
 impl RouteKind {
     /// Every kind, in metrics index order.
-    pub const ALL: [RouteKind; 11] = [
+    pub const ALL: [RouteKind; 13] = [
         RouteKind::Token,
         RouteKind::Video,
         RouteKind::VideoViews,
@@ -91,6 +97,8 @@ impl RouteKind {
         RouteKind::Rejected,
         RouteKind::TopVideos,
         RouteKind::Videos,
+        RouteKind::Page,
+        RouteKind::PageAsset,
     ];
 
     /// The `route` label of its metrics.
@@ -107,6 +115,8 @@ impl RouteKind {
             RouteKind::Rejected => "rejected",
             RouteKind::TopVideos => "videos_top",
             RouteKind::Videos => "videos",
+            RouteKind::Page => "page",
+            RouteKind::PageAsset => "page_asset",
         }
     }
 
@@ -142,6 +152,8 @@ impl Route<'_> {
             Route::Metrics => RouteKind::Metrics,
             Route::Plaintext => RouteKind::Plaintext,
             Route::OpenApi => RouteKind::OpenApi,
+            Route::Page => RouteKind::Page,
+            Route::PageAsset(_) => RouteKind::PageAsset,
             Route::NotFound => RouteKind::NotFound,
         }
     }
@@ -157,6 +169,8 @@ impl Route<'_> {
             | Route::Metrics
             | Route::Plaintext
             | Route::OpenApi
+            | Route::Page
+            | Route::PageAsset(_)
             | Route::NotFound => "GET, HEAD, OPTIONS",
         }
     }
@@ -232,6 +246,7 @@ fn route(path: &str) -> Route<'_> {
         _ => path,
     };
     match path {
+        "/" => return Route::Page,
         "/video/token" => return Route::Token,
         "/healthz" => return Route::Health,
         "/metrics" => return Route::Metrics,
@@ -240,6 +255,9 @@ fn route(path: &str) -> Route<'_> {
         "/videos/top" => return Route::TopVideos,
         "/videos" => return Route::Videos,
         _ => {}
+    }
+    if let Some(name) = path.strip_prefix("/assets/") {
+        return Route::PageAsset(name);
     }
     let Some(rest) = path.strip_prefix("/video/") else {
         return Route::NotFound;
@@ -356,6 +374,13 @@ impl VideoApi {
                     response.body.extend_from_slice(OPENAPI.as_bytes());
                 }
             }
+            Route::Page if get_or_head => self.serve_page(request, response),
+            Route::PageAsset(name) if get_or_head => match page::asset(name) {
+                Some(asset) => serve_page_file(asset, request, response),
+                None => {
+                    response.set_json_error(404, &format!("no asset {name:?}"));
+                }
+            },
             Route::Plaintext if get_or_head => {
                 response
                     .set_content_type("text/plain")
@@ -412,6 +437,16 @@ impl VideoApi {
             .set_content_type("application/json")
             .set_cache_control(NEVER_STORE);
         video.write_json(&mut response.body, Some(&signer));
+    }
+
+    /// `GET /`: the player page, with a policy that names the CDNs signed URLs point at
+    /// now (a `SIGHUP` may change them), so built for each request; it is not a hot path.
+    fn serve_page(&self, request: &Request<'_>, response: &mut Response) {
+        let signing = self.signing.load();
+        let addresses = signing.cdns.cdns().iter().map(|cdn| cdn.address());
+        let policy = page::content_security_policy(addresses);
+        response.add_header("Content-Security-Policy", policy.as_bytes());
+        serve_page_file(page::index(), request, response);
     }
 
     /// `GET /healthz`: ok, or 503 with the problems noticed recently.
@@ -721,15 +756,8 @@ impl Service for VideoApi {
 /// The API described in OpenAPI 3 (`docs/openapi.json`), served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 /// Its entity tag, a hash of the document.
-static OPENAPI_ETAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(OPENAPI.as_bytes());
-    let hex: String = digest[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("\"{hex}\"")
-});
+static OPENAPI_ETAG: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| page::entity_tag(OPENAPI.as_bytes()));
 
 /// A play: only the viewer's own cache may keep it, and it asks us before every use, so
 /// each play reaches the server and is counted.
@@ -754,6 +782,15 @@ fn revalidate(
         response.set_status(304);
     }
     not_modified
+}
+
+/// A file of the page (compiled in), revalidated by its entity tag.
+fn serve_page_file(asset: &page::Asset, request: &Request<'_>, response: &mut Response) {
+    response.add_header("X-Content-Type-Options", b"nosniff");
+    if !revalidate(request, &asset.etag, REVALIDATE, response) {
+        response.set_content_type(asset.content_type);
+        response.body.extend_from_slice(asset.body.as_bytes());
+    }
 }
 
 /// A 429 that says when to come back.
@@ -830,7 +867,10 @@ mod tests {
         assert_eq!(route("/video/"), Route::NotFound);
         assert_eq!(route("/video"), Route::NotFound);
         assert_eq!(route("/video/1/2"), Route::NotFound);
-        assert_eq!(route("/"), Route::NotFound);
+        assert_eq!(route("/"), Route::Page);
+        assert_eq!(route("/assets/page.css"), Route::PageAsset("page.css"));
+        assert_eq!(route("/assets/"), Route::NotFound);
+        assert_eq!(route("/index.html"), Route::NotFound);
         assert_eq!(route("/healthz"), Route::Health);
     }
 

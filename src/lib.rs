@@ -9,6 +9,8 @@
 //!   graceful stop). Knows nothing of videos; the application plugs in as a [`http::Service`].
 //! - [`api`]: the routes and their handlers, and how caches may keep each route's answers.
 //! - [`cors`]: which web origins may read those answers (`--cors-origins`).
+//! - [`page`]: the player page at `/` (HTML, CSS and JavaScript compiled in) and the
+//!   `Content-Security-Policy` it is served with.
 //! - [`video`]: the video document (strict parsing, rendering), the in-memory catalog, and
 //!   the catalog watcher that keeps it (and counts kept in a shared store) current.
 //! - [`token`]: the CDN file, the round robin over CDNs, one module per signing scheme a CDN
@@ -49,6 +51,7 @@ pub mod http;
 pub mod json;
 pub mod limiter;
 pub mod metrics;
+pub mod page;
 pub mod store;
 pub mod token;
 pub mod video;

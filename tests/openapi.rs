@@ -27,12 +27,16 @@ fn the_served_document_is_the_repository_one_and_lists_every_route() {
         "/metrics",
         "/plaintext",
         "/openapi.json",
+        "/",
+        "/assets/{asset}",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
     // Every route the server answers is documented: an undocumented path is a 404.
     for (path, operations) in paths {
-        let concrete = path.replace("{videoId}", "12345");
+        let concrete = path
+            .replace("{videoId}", "12345")
+            .replace("{asset}", "page.css");
         for method in operations.as_object().expect("operations").keys() {
             if method == "parameters" {
                 continue;

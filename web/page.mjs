@@ -42,7 +42,7 @@ const state = {
   counted: false,
   /** The server's clock minus ours (ms): tokens expire by the server's clock. */
   skewMs: 0,
-  /** False once /videos/top answered 501 (a store without per-day counts). */
+  /** False once /videos/top answered 501 (a server whose ranking is turned off). */
   topAvailable: true,
   /** The last ranking drawn, to redraw only on change. */
   lastTop: '',
@@ -328,7 +328,7 @@ async function pollTop() {
   const answer = await requestJson('/videos/top?limit=5');
   if (answer.status === 501) {
     state.topAvailable = false;
-    text('top-status', 'This server\'s store cannot rank the whole catalog (yet), so there is no ranking.');
+    text('top-status', 'This server does not rank videos by views (its ranking is turned off).');
     return;
   }
   if (!answer.ok || !Array.isArray(answer.body?.videos)) {

@@ -16,7 +16,7 @@ use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiSettings, VideoApi, ROUTE_NAMES};
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, OutboxAction, StoreKind};
 use crate::health::Health;
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
@@ -63,6 +63,8 @@ pub enum StartError {
     ScyllaRuntime(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] http::StartError),
+    #[error("no quarantined flush {0} in the outbox (video-server outbox list shows them)")]
+    NoSuchFlush(uuid::Uuid),
 }
 
 /// The running service.
@@ -325,7 +327,10 @@ fn start_scylla(
         ScyllaViewStore::new(cluster),
         outbox,
         Arc::clone(metrics),
-        RetryPolicy::default(),
+        RetryPolicy {
+            outbox_max_bytes: (config.outbox_max_bytes > 0).then_some(config.outbox_max_bytes),
+            ..RetryPolicy::default()
+        },
     );
     let writer = spawn_writer(resilient, receiver, config, metrics)?;
     Ok(Storage {
@@ -380,6 +385,46 @@ fn load_remote_catalog(
 }
 
 /// `video-server import FILE`: loads a JSON array of videos into the configured store.
+/// `video-server outbox list|retry|drop`: what the command prints, or why it failed.
+pub fn outbox(config: &Config, action: OutboxAction) -> Result<String, StartError> {
+    let mut outbox = Outbox::open(&config.data_dir)?;
+    let text = match action {
+        OutboxAction::List => {
+            let flushes = outbox.quarantined_flushes()?;
+            let mut text = format!(
+                "{} quarantined flush(es), {} views; {} views waiting for replay\n",
+                flushes.len(),
+                outbox.quarantined(),
+                outbox.depth()
+            );
+            for flush in flushes {
+                let when = httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_millis(
+                            u64::try_from(flush.quarantined_at_ms).unwrap_or(0),
+                        ),
+                );
+                text.push_str(&format!(
+                    "{}  views={}  attempts={}  quarantined={}  error: {}\n",
+                    flush.id, flush.views, flush.attempts, when, flush.error
+                ));
+            }
+            text
+        }
+        OutboxAction::Retry { id } => {
+            if !outbox.release(id)? {
+                return Err(StartError::NoSuchFlush(id));
+            }
+            format!("flush {id} is back in line; the server replays it within seconds\n")
+        }
+        OutboxAction::Drop { id } => match outbox.drop_quarantined(id)? {
+            0 => return Err(StartError::NoSuchFlush(id)),
+            views => format!("flush {id} deleted: {views} views lost\n"),
+        },
+    };
+    Ok(text)
+}
+
 pub fn import(config: &Config, path: &Path) -> Result<usize, StartError> {
     let videos = read_catalog_file(path)?;
     match config.store {

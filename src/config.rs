@@ -256,6 +256,12 @@ pub struct Config {
     #[arg(long, env = "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS", default_value_t = 0)]
     pub scylla_view_ttl_days: u32,
 
+    /// With --store scylla: the most the local outbox may hold, in bytes (its file's pages
+    /// in use). While the cluster fails and the outbox is full, new batches are dropped and
+    /// counted (views_outbox_full_total), never silently. 0: no limit.
+    #[arg(long, env = "VIDEO_SERVER_OUTBOX_MAX_BYTES", default_value_t = 1 << 30)]
+    pub outbox_max_bytes: u64,
+
     /// Most ScyllaDB writes in flight at once while writing a batch.
     #[arg(long, env = "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -284,9 +290,32 @@ pub struct Config {
     pub log_level: String,
 }
 
+/// `video-server outbox ...`.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum OutboxAction {
+    /// List the quarantined flushes: id, views, failed attempts, when, and the error.
+    List,
+    /// Put a quarantined flush back in line for replay (once the cause is fixed).
+    Retry {
+        /// The flush id, as `list` shows it.
+        id: uuid::Uuid,
+    },
+    /// Delete a quarantined flush for good: its views are lost (the count is printed).
+    Drop {
+        /// The flush id, as `list` shows it.
+        id: uuid::Uuid,
+    },
+}
+
 /// What to do instead of serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Look at and act on the flushes of views the ScyllaDB cluster refused for good, kept
+    /// aside in the outbox under --data-dir (safe while the server runs).
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
     /// Load a JSON array of videos into the configured store's catalog (added or replaced by
     /// videoId), then exit. Takes the same store options as the server.
     Import {

@@ -31,6 +31,11 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(videos = count, file = %file.display(), "imported into the catalog");
             return Ok(());
         }
+        Some(Command::Outbox { action }) => {
+            let text = video_server::app::outbox(&config, *action).context("outbox")?;
+            print!("{text}");
+            return Ok(());
+        }
         Some(Command::Sign {
             cdn,
             path,

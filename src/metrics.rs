@@ -57,6 +57,10 @@ pub struct Metrics {
     pub views_replayed: IntCounter,
     /// Views waiting in the local outbox.
     pub outbox_depth: IntGauge,
+    /// Views in flushes the remote store refused for good, kept aside in the outbox.
+    pub outbox_quarantined: IntGauge,
+    /// Views lost because the outbox had reached `--outbox-max-bytes`.
+    pub views_outbox_full: IntCounter,
     /// Times the embedded database file was found deleted or replaced (and rebuilt).
     pub store_file_replaced: IntCounter,
     /// Plays not counted as views: the same client played the same video within
@@ -162,6 +166,14 @@ impl Metrics {
                 "Views replayed from the local outbox into the remote store",
             )?,
             outbox_depth: IntGauge::new("outbox_depth", "Views waiting in the local outbox")?,
+            outbox_quarantined: IntGauge::new(
+                "outbox_quarantined_views",
+                "Views in flushes the remote store refused for good, kept aside in the outbox (video-server outbox list)",
+            )?,
+            views_outbox_full: IntCounter::new(
+                "views_outbox_full_total",
+                "Views lost because the outbox had reached --outbox-max-bytes",
+            )?,
             views_deduplicated: IntCounter::new(
                 "views_deduplicated_total",
                 "Plays not counted: the same client played the same video within --view-dedup-seconds",
@@ -195,6 +207,8 @@ impl Metrics {
         registry.register(Box::new(self.views_spilled.clone()))?;
         registry.register(Box::new(self.views_replayed.clone()))?;
         registry.register(Box::new(self.outbox_depth.clone()))?;
+        registry.register(Box::new(self.outbox_quarantined.clone()))?;
+        registry.register(Box::new(self.views_outbox_full.clone()))?;
         registry.register(Box::new(self.store_file_replaced.clone()))?;
         registry.register(Box::new(self.views_deduplicated.clone()))?;
         Ok(())

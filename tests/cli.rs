@@ -252,3 +252,74 @@ fn an_import_while_the_server_runs_is_served_without_a_restart_and_counts_surviv
         .log()
         .contains("catalog changed in the store; reloaded"));
 }
+
+#[test]
+fn outbox_subcommands_list_retry_and_drop_quarantined_flushes() {
+    use video_server::store::{Flush, Outbox, PendingView};
+    use video_server::viewer::Viewer;
+    let data = tempfile::tempdir().expect("temp dir");
+    let flush = |views: usize| Flush {
+        id: uuid::Uuid::new_v4(),
+        views: (0..views)
+            .map(|_| PendingView {
+                id: uuid::Uuid::new_v4(),
+                video_id: "12345".into(),
+                viewer: Viewer::Hashed([7; 16]),
+                timestamp_ms: 1_795_000_000_000,
+            })
+            .collect(),
+        counts: Vec::new(),
+    };
+    let (poisoned, other) = (flush(3), flush(2));
+    {
+        let mut outbox = Outbox::open(data.path()).expect("outbox");
+        outbox.push(&poisoned).expect("push");
+        outbox.push(&other).expect("push");
+        outbox
+            .quarantine(poisoned.id, "Invalid query: unconfigured table view_log")
+            .expect("quarantine");
+    }
+    let dir = data.path().to_str().expect("utf-8");
+    let outbox = |action: &[&str]| {
+        let mut args = vec!["outbox"];
+        args.extend_from_slice(action);
+        args.extend_from_slice(&["--data-dir", dir]);
+        run(&args, &[])
+    };
+    let listed = outbox(&["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.starts_with("1 quarantined flush(es), 3 views; 2 views waiting"),
+        "{text}"
+    );
+    assert!(text.contains(&poisoned.id.to_string()), "{text}");
+    assert!(text.contains("unconfigured table view_log"), "{text}");
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_fails_saying(
+        &outbox(&["retry", &unknown]),
+        "retrying an unknown flush",
+        "no quarantined flush",
+    );
+    let retried = outbox(&["retry", &poisoned.id.to_string()]);
+    assert!(retried.status.success(), "{retried:?}");
+    let text = String::from_utf8_lossy(&outbox(&["list"]).stdout).into_owned();
+    assert!(
+        text.starts_with("0 quarantined flush(es), 0 views; 5 views waiting"),
+        "{text}"
+    );
+
+    Outbox::open(data.path())
+        .expect("outbox")
+        .quarantine(other.id, "refused")
+        .expect("quarantine");
+    let dropped = outbox(&["drop", &other.id.to_string()]);
+    assert!(dropped.status.success(), "{dropped:?}");
+    assert!(String::from_utf8_lossy(&dropped.stdout).contains("2 views lost"));
+    let text = String::from_utf8_lossy(&outbox(&["list"]).stdout).into_owned();
+    assert!(
+        text.starts_with("0 quarantined flush(es), 0 views; 3 views waiting"),
+        "{text}"
+    );
+}

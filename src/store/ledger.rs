@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use super::outbox::PendingView;
 use super::{utc_day, ViewRecord};
 use crate::hll::Sketch;
 
@@ -119,6 +120,21 @@ impl CountLedger {
             self.tallies.retain(|(_, day), _| *day >= newest - 1);
         }
         rows
+    }
+
+    /// Takes views that were accounted but then lost (dropped: the outbox was full) back
+    /// out of the totals, so that the next rows do not count them. Their clients stay in
+    /// the sketches (a sketch cannot forget); a total never sent cannot have won anywhere.
+    pub fn forget(&mut self, views: &[PendingView]) {
+        for view in views {
+            let key = (
+                Box::<str>::from(view.video_id.as_str()),
+                utc_day(view.timestamp_ms),
+            );
+            if let Some(tally) = self.tallies.get_mut(&key) {
+                tally.views = tally.views.saturating_sub(1);
+            }
+        }
     }
 }
 

@@ -98,6 +98,9 @@ pub enum Persisted {
     /// Taken by a database shared by several servers (or kept in the outbox until it
     /// answers): counts are read back from it by the catalog watcher, not credited here.
     CountedRemotely,
+    /// Neither the remote store nor the outbox (full: `--outbox-max-bytes`) could take the
+    /// batch: its views are lost, and counted as failed.
+    Dropped,
 }
 
 /// A database that persists batches of views. Implementations run on the batch writer's

@@ -11,10 +11,16 @@
 //! per (video, day, writer) holding the largest total seen: only the newest total of a
 //! tally matters, so the outbox never holds a sketch per flush. They are replayed on their
 //! own, and forgotten once the cluster has a total at least as large.
+//!
+//! Each flush also has a row in `outbox_flushes`, in arrival order: finding the oldest
+//! waiting flush is a lookup on that table's key, not a scan of the views. A flush the
+//! cluster refuses for good (a permanent error, or failing again and again while other
+//! flushes go through) is moved to quarantine there, with its error, so that it cannot
+//! hold back the flushes behind it; `video-server outbox list|retry|drop` acts on it.
 
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::ledger::CountRow;
@@ -54,6 +60,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     timestamp_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_flush ON outbox (flush_id);
+CREATE TABLE IF NOT EXISTS outbox_flushes (
+    seq INTEGER PRIMARY KEY,
+    flush_id TEXT NOT NULL UNIQUE,
+    views INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    quarantined_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_flushes_waiting ON outbox_flushes (seq)
+    WHERE quarantined_at IS NULL;
 CREATE TABLE IF NOT EXISTS outbox_counts (
     video_id TEXT NOT NULL,
     day INTEGER NOT NULL,
@@ -71,11 +87,24 @@ const KEEP_COUNT: &str = "INSERT INTO outbox_counts (video_id, day, writer_id, v
      SET views = excluded.views, sketch = excluded.sketch
      WHERE excluded.views > outbox_counts.views";
 
+/// A flush the cluster refused for good, kept aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedFlush {
+    pub id: Uuid,
+    pub views: u64,
+    pub attempts: u64,
+    pub error: String,
+    /// When it was quarantined, in milliseconds since the Unix epoch.
+    pub quarantined_at_ms: i64,
+}
+
 /// Flushes waiting for the remote store.
 pub struct Outbox {
     connection: Connection,
-    /// Views stored, kept in memory so checking for work costs nothing.
+    /// Views waiting (not quarantined), kept in memory so checking for work costs nothing.
     depth: u64,
+    /// Views in quarantine, likewise.
+    quarantined: u64,
     /// Count rows stored, likewise.
     pending_counts: u64,
 }
@@ -83,22 +112,151 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let connection = open_durable(data_dir, OUTBOX_FILE, SCHEMA)?;
-        let depth: i64 = connection
-            .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))
-            .map_err(sqlite("outbox depth"))?;
-        let pending_counts: i64 = connection
-            .query_row("SELECT COUNT(*) FROM outbox_counts", [], |row| row.get(0))
-            .map_err(sqlite("outbox count rows"))?;
-        Ok(Outbox {
+        // An outbox from before `outbox_flushes`: index its flushes once, oldest first.
+        connection
+            .execute(
+                "INSERT OR IGNORE INTO outbox_flushes (flush_id, views)
+                 SELECT flush_id, COUNT(*) FROM outbox
+                 WHERE NOT EXISTS (SELECT 1 FROM outbox_flushes)
+                 GROUP BY flush_id ORDER BY MIN(seq)",
+                [],
+            )
+            .map_err(sqlite("index the outbox's flushes"))?;
+        let mut outbox = Outbox {
             connection,
-            depth: u64::try_from(depth).unwrap_or(0),
-            pending_counts: u64::try_from(pending_counts).unwrap_or(0),
-        })
+            depth: 0,
+            quarantined: 0,
+            pending_counts: 0,
+        };
+        outbox.recount()?;
+        Ok(outbox)
     }
 
-    /// Views waiting.
+    /// Re-reads the views waiting, in quarantine, and the count rows.
+    pub fn recount(&mut self) -> Result<(), StoreError> {
+        let (depth, quarantined, pending_counts): (i64, i64, i64) = self
+            .connection
+            .query_row(
+                "SELECT
+                   (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NULL),
+                   (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NOT NULL),
+                   (SELECT COUNT(*) FROM outbox_counts)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(sqlite("outbox depth"))?;
+        self.depth = u64::try_from(depth).unwrap_or(0);
+        self.quarantined = u64::try_from(quarantined).unwrap_or(0);
+        self.pending_counts = u64::try_from(pending_counts).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Views waiting (not counting quarantined ones).
     pub fn depth(&self) -> u64 {
         self.depth
+    }
+
+    /// Views in quarantine.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined
+    }
+
+    /// The outbox file's size in bytes (its pages in use).
+    pub fn bytes(&self) -> Result<u64, StoreError> {
+        let bytes: i64 = self
+            .connection
+            .query_row(
+                "SELECT (page_count - freelist_count) * page_size
+                 FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sqlite("outbox size"))?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    /// Notes a failed replay of a flush; returns how many it has had.
+    pub fn record_failure(&mut self, flush_id: Uuid, error: &str) -> Result<u64, StoreError> {
+        let attempts: i64 = self
+            .connection
+            .query_row(
+                "UPDATE outbox_flushes SET attempts = attempts + 1, last_error = ?2
+                 WHERE flush_id = ?1 RETURNING attempts",
+                params![flush_id.to_string(), error],
+                |row| row.get(0),
+            )
+            .map_err(sqlite("note a failed replay"))?;
+        Ok(u64::try_from(attempts).unwrap_or(0))
+    }
+
+    /// Moves a flush to quarantine with its error: replay skips it from now on. Returns
+    /// the views it holds.
+    pub fn quarantine(&mut self, flush_id: Uuid, error: &str) -> Result<u64, StoreError> {
+        let views: Option<i64> = self
+            .connection
+            .query_row(
+                "UPDATE outbox_flushes SET last_error = ?2, quarantined_at = ?3
+                 WHERE flush_id = ?1 RETURNING views",
+                params![flush_id.to_string(), error, super::epoch_millis()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sqlite("quarantine a flush"))?;
+        self.recount()?;
+        Ok(views
+            .and_then(|views| u64::try_from(views).ok())
+            .unwrap_or(0))
+    }
+
+    /// The flushes in quarantine, oldest first.
+    pub fn quarantined_flushes(&self) -> Result<Vec<QuarantinedFlush>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT flush_id, views, attempts, COALESCE(last_error, ''), quarantined_at
+                 FROM outbox_flushes WHERE quarantined_at IS NOT NULL ORDER BY seq",
+            )
+            .map_err(sqlite("prepare quarantine read"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(sqlite("quarantine read"))?;
+        let mut flushes = Vec::new();
+        for row in rows {
+            let (id, views, attempts, error, quarantined_at_ms) =
+                row.map_err(sqlite("quarantine row"))?;
+            flushes.push(QuarantinedFlush {
+                id: Uuid::parse_str(&id)
+                    .map_err(|_| StoreError::CorruptOutbox { field: "flush id" })?,
+                views: u64::try_from(views).unwrap_or(0),
+                attempts: u64::try_from(attempts).unwrap_or(0),
+                error,
+                quarantined_at_ms,
+            });
+        }
+        Ok(flushes)
+    }
+
+    /// Puts a quarantined flush back in line (at its old place), with its attempts reset.
+    /// Returns whether there was such a flush.
+    pub fn release(&mut self, flush_id: Uuid) -> Result<bool, StoreError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE outbox_flushes SET attempts = 0, quarantined_at = NULL
+                 WHERE flush_id = ?1 AND quarantined_at IS NOT NULL",
+                [flush_id.to_string()],
+            )
+            .map_err(sqlite("release a flush"))?;
+        self.recount()?;
+        Ok(changed > 0)
     }
 
     /// Count rows waiting.
@@ -173,7 +331,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Durably appends a flush (one transaction).
+    /// Durably appends a flush (one transaction) at the end of the line.
     pub fn push(&mut self, flush: &Flush) -> Result<(), StoreError> {
         let transaction = self
             .connection
@@ -196,6 +354,14 @@ impl Outbox {
                         view.viewer.to_text(),
                         view.timestamp_ms
                     ])
+                    .map_err(sqlite("outbox append"))?;
+            }
+            if !flush.views.is_empty() {
+                transaction
+                    .execute(
+                        "INSERT OR IGNORE INTO outbox_flushes (flush_id, views) VALUES (?1, ?2)",
+                        params![flush_id, flush.views.len() as i64],
+                    )
                     .map_err(sqlite("outbox append"))?;
             }
             let mut keep = transaction
@@ -233,7 +399,8 @@ impl Outbox {
             .prepare_cached(
                 "SELECT flush_id, view_id, video_id, client_ip, timestamp_ms FROM outbox
                  WHERE flush_id IN (
-                     SELECT flush_id FROM outbox GROUP BY flush_id ORDER BY MIN(seq) LIMIT ?1)
+                     SELECT flush_id FROM outbox_flushes WHERE quarantined_at IS NULL
+                     ORDER BY seq LIMIT ?1)
                  ORDER BY seq",
             )
             .map_err(sqlite("prepare outbox read"))?;
@@ -275,15 +442,49 @@ impl Outbox {
 
     /// Forgets a flush once the remote store has it.
     pub fn remove(&mut self, flush_id: Uuid) -> Result<(), StoreError> {
-        let removed = self
-            .connection
-            .execute(
-                "DELETE FROM outbox WHERE flush_id = ?1",
-                [flush_id.to_string()],
-            )
-            .map_err(sqlite("outbox delete"))?;
-        self.depth = self.depth.saturating_sub(removed as u64);
+        let removed = self.delete(flush_id)?;
+        self.depth = self.depth.saturating_sub(removed);
         Ok(())
+    }
+
+    /// Deletes a quarantined flush for good (`video-server outbox drop`); returns the views
+    /// it held (0 if there was no such flush in quarantine).
+    pub fn drop_quarantined(&mut self, flush_id: Uuid) -> Result<u64, StoreError> {
+        let quarantined: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT views FROM outbox_flushes
+                 WHERE flush_id = ?1 AND quarantined_at IS NOT NULL",
+                [flush_id.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sqlite("find a quarantined flush"))?;
+        if quarantined.is_none() {
+            return Ok(0);
+        }
+        let dropped = self.delete(flush_id)?;
+        self.recount()?;
+        Ok(dropped)
+    }
+
+    /// Deletes a flush's views and its entry in one transaction; returns the views deleted.
+    fn delete(&mut self, flush_id: Uuid) -> Result<u64, StoreError> {
+        let id = flush_id.to_string();
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(sqlite("begin outbox delete"))?;
+        let removed = transaction
+            .execute("DELETE FROM outbox WHERE flush_id = ?1", [&id])
+            .map_err(sqlite("outbox delete"))?;
+        transaction
+            .execute("DELETE FROM outbox_flushes WHERE flush_id = ?1", [&id])
+            .map_err(sqlite("outbox delete"))?;
+        transaction
+            .commit()
+            .map_err(sqlite("commit outbox delete"))?;
+        Ok(removed as u64)
     }
 }
 
@@ -335,6 +536,77 @@ mod tests {
         let reopened = Outbox::open(dir.path()).expect("reopen");
         assert_eq!(reopened.pending_counts(), 0);
         assert_eq!(reopened.depth(), 3);
+    }
+
+    #[test]
+    fn an_outbox_from_before_the_flush_index_is_indexed_in_order_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (first, second) = (flush(2), flush(3));
+        {
+            let connection = Connection::open(dir.path().join(OUTBOX_FILE)).expect("an old outbox");
+            connection
+                .execute_batch(
+                    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, flush_id TEXT NOT NULL,
+                     view_id TEXT NOT NULL, video_id TEXT NOT NULL, client_ip TEXT NOT NULL,
+                     timestamp_ms INTEGER NOT NULL)",
+                )
+                .expect("old schema");
+            for f in [&first, &second] {
+                for view in &f.views {
+                    connection
+                        .execute(
+                            "INSERT INTO outbox (flush_id, view_id, video_id, client_ip, timestamp_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![
+                                f.id.to_string(),
+                                view.id.to_string(),
+                                view.video_id,
+                                view.viewer.to_text(),
+                                view.timestamp_ms
+                            ],
+                        )
+                        .expect("old row");
+                }
+            }
+        }
+        let outbox = Outbox::open(dir.path()).expect("open");
+        assert_eq!(outbox.depth(), 5);
+        assert_eq!(outbox.oldest(5).expect("read"), vec![first, second]);
+    }
+
+    #[test]
+    fn a_quarantined_flush_is_skipped_listed_released_and_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut outbox = Outbox::open(dir.path()).expect("open");
+        let (first, second) = (flush(2), flush(3));
+        outbox.push(&first).expect("push");
+        outbox.push(&second).expect("push");
+        assert_eq!(outbox.record_failure(first.id, "timeout").expect("note"), 1);
+        assert_eq!(
+            outbox.quarantine(first.id, "refused").expect("quarantine"),
+            2
+        );
+        assert_eq!((outbox.depth(), outbox.quarantined()), (3, 2));
+        assert_eq!(outbox.oldest(5).expect("read"), vec![second.clone()]);
+        let listed = outbox.quarantined_flushes().expect("list");
+        assert_eq!(
+            (listed[0].id, listed[0].views, listed[0].attempts),
+            (first.id, 2, 1)
+        );
+        assert_eq!(listed[0].error, "refused");
+        assert!(outbox.release(first.id).expect("release"));
+        assert_eq!(
+            outbox.oldest(5).expect("read"),
+            vec![first.clone(), second.clone()]
+        );
+        outbox.quarantine(second.id, "refused").expect("quarantine");
+        assert_eq!(
+            outbox.drop_quarantined(first.id).expect("not quarantined"),
+            0
+        );
+        assert_eq!(outbox.drop_quarantined(second.id).expect("drop"), 3);
+        assert_eq!((outbox.depth(), outbox.quarantined()), (2, 0));
+        assert!(outbox.bytes().expect("size") > 0);
     }
 
     #[test]

@@ -55,8 +55,17 @@ pub struct RetryPolicy {
     /// First wait before replaying after a failure; doubled up to `max_replay_backoff`.
     pub first_replay_backoff: Duration,
     pub max_replay_backoff: Duration,
-    /// Flushes replayed per call to `maintain`.
+    /// Flushes replayed per call to `maintain`, at most.
     pub replay_flushes: usize,
+    /// Wall time one call to `maintain` may spend replaying: the batch writer's live
+    /// batches wait at most this long behind a replay.
+    pub replay_budget: Duration,
+    /// Failed replays after which a flush is quarantined, when other writes go through
+    /// (a permanent error quarantines it at once).
+    pub quarantine_after: u64,
+    /// The outbox's size limit (`--outbox-max-bytes`): beyond it, batches that cannot
+    /// reach the cluster are dropped and counted, never silently.
+    pub outbox_max_bytes: Option<u64>,
 }
 
 impl Default for RetryPolicy {
@@ -68,9 +77,16 @@ impl Default for RetryPolicy {
             first_replay_backoff: Duration::from_millis(200),
             max_replay_backoff: Duration::from_secs(30),
             replay_flushes: 16,
+            replay_budget: Duration::from_millis(100),
+            quarantine_after: 5,
+            outbox_max_bytes: None,
         }
     }
 }
+
+/// How often the outbox is re-counted from its file (`video-server outbox retry` may have
+/// put a flush back in line).
+const RECOUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// Gives views and flushes their time-based ids.
 struct IdGenerator {
@@ -139,6 +155,13 @@ pub struct ResilientStore<R: RemoteViewStore> {
     /// The flush of the last batch that neither the cluster nor the outbox took, for the
     /// batch writer's retry of the same batch.
     unsettled: Option<Flush>,
+    /// Whether a write (live or replayed) went through since the last replay pass: then a
+    /// flush that failed in that pass is the problem, not the cluster.
+    wrote_since_replay: bool,
+    /// When the outbox was last re-counted from its file.
+    recounted: Instant,
+    /// When a dropped batch (outbox full) was last logged.
+    dropped_logged: Option<Instant>,
     /// Makes the outbox refuse every flush (a full disk, in tests).
     #[cfg(test)]
     refuse_spills: bool,
@@ -167,6 +190,9 @@ impl<R: RemoteViewStore> ResilientStore<R> {
             ids: IdGenerator::new(),
             ledger: CountLedger::default(),
             unsettled: None,
+            wrote_since_replay: false,
+            recounted: Instant::now(),
+            dropped_logged: None,
             #[cfg(test)]
             refuse_spills: false,
             quiet_until: None,
@@ -219,21 +245,44 @@ impl<R: RemoteViewStore> ResilientStore<R> {
         }
     }
 
-    fn spill(&mut self, flush: &Flush) -> Result<(), StoreError> {
+    /// Keeps a flush in the outbox, unless the outbox is full: then the flush is dropped,
+    /// its views taken back out of the totals, and `Persisted::Dropped` says so.
+    fn spill(&mut self, flush: &Flush) -> Result<Persisted, StoreError> {
         #[cfg(test)]
         if self.refuse_spills {
             return Err(StoreError::Forced { retriable: true });
         }
+        if let Some(limit) = self.policy.outbox_max_bytes {
+            let size = self.outbox.bytes()?;
+            if size >= limit {
+                self.ledger.forget(&flush.views);
+                self.metrics
+                    .views_outbox_full
+                    .inc_by(flush.views.len() as u64);
+                if self
+                    .dropped_logged
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+                {
+                    tracing::error!(views = flush.views.len(), outbox_bytes = size, limit,
+                        "the outbox is full (--outbox-max-bytes) and the cluster is failing: views are dropped (views_outbox_full_total)");
+                    self.dropped_logged = Some(Instant::now());
+                }
+                return Ok(Persisted::Dropped);
+            }
+        }
         self.outbox.push(flush)?;
         self.metrics.views_spilled.inc_by(flush.views.len() as u64);
         self.update_depth();
-        Ok(())
+        Ok(Persisted::CountedRemotely)
     }
 
     fn update_depth(&self) {
         self.metrics
             .outbox_depth
             .set(i64::try_from(self.outbox.depth()).unwrap_or(i64::MAX));
+        self.metrics
+            .outbox_quarantined
+            .set(i64::try_from(self.outbox.quarantined()).unwrap_or(i64::MAX));
     }
 
     /// Backs off after a failure: the next replay (and direct write) waits longer each time.
@@ -246,15 +295,24 @@ impl<R: RemoteViewStore> ResilientStore<R> {
         self.replay_backoff.reset();
     }
 
+    /// Sets a flush aside in quarantine (its views stay in the outbox file).
+    fn quarantine(&mut self, flush_id: uuid::Uuid, error: &str) -> Result<(), StoreError> {
+        let views = self.outbox.quarantine(flush_id, error)?;
+        tracing::error!(%flush_id, views, %error,
+            "a flush the cluster refuses was quarantined; later flushes replay (video-server outbox list)");
+        self.update_depth();
+        Ok(())
+    }
+
     /// Writes a flush to the cluster, or else to the outbox.
     fn settle(&mut self, flush: &Flush) -> Result<Persisted, StoreError> {
         if self.in_backoff() {
-            self.spill(flush)?;
-            return Ok(Persisted::CountedRemotely);
+            return self.spill(flush);
         }
         match self.write_with_retries(flush) {
             Ok(()) => {
                 self.recovered();
+                self.wrote_since_replay = true;
                 Ok(Persisted::CountedRemotely)
             }
             Err(error) => {
@@ -266,33 +324,75 @@ impl<R: RemoteViewStore> ResilientStore<R> {
                         "remote store refused the batch (permanent error); kept in the outbox");
                 }
                 self.back_off();
-                self.spill(flush)?;
-                Ok(Persisted::CountedRemotely)
+                self.spill(flush)
             }
         }
     }
 
-    /// Replays up to `replay_flushes` of the oldest outbox flushes.
+    /// Replays the oldest outbox flushes, up to `replay_flushes` of them and for at most
+    /// `replay_budget`. A flush the cluster refuses for good is quarantined at once; one
+    /// that fails while other writes go through is a suspect, quarantined after
+    /// `quarantine_after` such passes; two failures in a row mean the cluster is failing,
+    /// and replay backs off.
     fn replay(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
         let flushes = self.outbox.oldest(self.policy.replay_flushes)?;
+        let mut suspects: Vec<(uuid::Uuid, String)> = Vec::new();
+        let mut failed_in_a_row = 0;
         for flush in flushes {
+            if started.elapsed() >= self.policy.replay_budget {
+                break;
+            }
             match self.remote.write_flush(&flush) {
                 Ok(()) => {
                     self.outbox.remove(flush.id)?;
                     self.metrics.views_replayed.inc_by(flush.views.len() as u64);
-                    self.update_depth();
-                    self.recovered();
+                    self.wrote_since_replay = true;
+                    failed_in_a_row = 0;
                 }
                 Err(error) => {
                     self.metrics.store_errors.inc();
-                    self.back_off();
-                    tracing::warn!(%error, outbox_views = self.outbox.depth(),
-                        "replay from the outbox failed; backing off");
-                    break;
+                    if !error.is_retriable() {
+                        self.quarantine(flush.id, &error.to_string())?;
+                        continue;
+                    }
+                    suspects.push((flush.id, error.to_string()));
+                    failed_in_a_row += 1;
+                    if failed_in_a_row >= 2 {
+                        break;
+                    }
                 }
             }
         }
-        if self.outbox.depth() == 0 && self.outbox.pending_counts() > 0 && !self.in_backoff() {
+        self.replay_counts()?;
+        if self.wrote_since_replay {
+            self.recovered();
+            for (flush_id, error) in suspects {
+                let attempts = self.outbox.record_failure(flush_id, &error)?;
+                if attempts >= self.policy.quarantine_after {
+                    let error = format!(
+                        "failed {attempts} times while other writes went through; last: {error}"
+                    );
+                    self.quarantine(flush_id, &error)?;
+                }
+            }
+        } else if let Some((_, error)) = suspects.first() {
+            self.back_off();
+            tracing::warn!(%error, outbox_views = self.outbox.depth(),
+                "replay from the outbox failed; backing off");
+        }
+        self.wrote_since_replay = false;
+        self.update_depth();
+        if self.outbox.depth() == 0 && self.outbox.pending_counts() == 0 {
+            tracing::info!("outbox replayed completely");
+        }
+        Ok(())
+    }
+
+    /// Writes the count rows waiting in the outbox (they need not wait for their views:
+    /// those are safe in the outbox, and a total never goes backwards).
+    fn replay_counts(&mut self) -> Result<(), StoreError> {
+        if self.outbox.pending_counts() > 0 && !self.in_backoff() {
             let counts = self.outbox.counts()?;
             let flush = Flush {
                 id: self.ids.timeuuid(super::epoch_millis()),
@@ -302,7 +402,7 @@ impl<R: RemoteViewStore> ResilientStore<R> {
             match self.remote.write_flush(&flush) {
                 Ok(()) => {
                     self.outbox.counts_written(&flush.counts)?;
-                    self.recovered();
+                    self.wrote_since_replay = true;
                 }
                 Err(error) => {
                     self.metrics.store_errors.inc();
@@ -310,9 +410,6 @@ impl<R: RemoteViewStore> ResilientStore<R> {
                     tracing::warn!(%error, "replaying counts from the outbox failed; backing off");
                 }
             }
-        }
-        if self.outbox.depth() == 0 && self.outbox.pending_counts() == 0 {
-            tracing::info!("outbox replayed completely");
         }
         Ok(())
     }
@@ -341,6 +438,13 @@ impl<R: RemoteViewStore> ViewStore for ResilientStore<R> {
     }
 
     fn maintain(&mut self) {
+        if self.recounted.elapsed() >= RECOUNT_EVERY {
+            self.recounted = Instant::now();
+            if let Err(error) = self.outbox.recount() {
+                tracing::error!(%error, "cannot read the outbox");
+            }
+            self.update_depth();
+        }
         let idle = self.outbox.depth() == 0 && self.outbox.pending_counts() == 0;
         if idle || self.in_backoff() {
             return;
@@ -370,6 +474,8 @@ mod tests {
         down: Arc<Mutex<bool>>,
         /// Fail only after writing this many rows of the next flush (a partial write).
         partial: Arc<Mutex<Option<usize>>>,
+        /// Refuse every flush holding a view of this video: (video, permanently?).
+        poison: Arc<Mutex<Option<(&'static str, bool)>>>,
         attempts: Arc<Mutex<u32>>,
     }
 
@@ -378,6 +484,13 @@ mod tests {
             *self.attempts.lock() += 1;
             if *self.down.lock() {
                 return Err(StoreError::Forced { retriable: true });
+            }
+            if let Some((video, permanent)) = *self.poison.lock() {
+                if flush.views.iter().any(|view| view.video_id == video) {
+                    return Err(StoreError::Forced {
+                        retriable: !permanent,
+                    });
+                }
             }
             let mut rows = self.rows.lock();
             if let Some(written) = self.partial.lock().take() {
@@ -419,6 +532,7 @@ mod tests {
             first_replay_backoff: Duration::from_millis(1),
             max_replay_backoff: Duration::from_millis(4),
             replay_flushes: 4,
+            ..RetryPolicy::default()
         }
     }
 
@@ -539,6 +653,119 @@ mod tests {
         store.write_views(&views(3)).expect("written");
         assert_eq!(cluster.rows.lock().len(), 13);
         assert_eq!(cluster.count("12345"), 13);
+    }
+
+    fn views_of(video_id: &'static str, count: usize) -> Vec<ViewRecord<'static>> {
+        let mut batch = views(count);
+        batch.iter_mut().for_each(|view| view.video_id = video_id);
+        batch
+    }
+
+    /// Spills a poisoned batch between two good ones, then heals the cluster but for the
+    /// poison, and replays while live batches (one view each) go through.
+    fn replay_around_a_poison(
+        permanent: bool,
+    ) -> (
+        ResilientStore<FakeCluster>,
+        FakeCluster,
+        Arc<Metrics>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, metrics) = store(&cluster, dir.path());
+        *cluster.down.lock() = true;
+        store.write_views(&views(3)).expect("spilled");
+        store.write_views(&views_of("poison", 2)).expect("spilled");
+        store.write_views(&views(4)).expect("spilled");
+        assert_eq!(store.outbox_depth(), 9);
+        *cluster.down.lock() = false;
+        *cluster.poison.lock() = Some(("poison", permanent));
+        for _ in 0..10 {
+            store.quiet_until = None;
+            store.maintain();
+            store.write_views(&views_of("live", 1)).expect("live");
+        }
+        assert_eq!(
+            cluster.count("live"),
+            10,
+            "live batches went straight through"
+        );
+        (store, cluster, metrics, dir)
+    }
+
+    #[test]
+    fn a_flush_refused_for_good_is_quarantined_and_later_flushes_replay() {
+        let (store, cluster, metrics, _dir) = replay_around_a_poison(true);
+        assert_eq!(store.outbox_depth(), 0, "the flushes behind it replayed");
+        assert_eq!(cluster.count("12345"), 7);
+        assert_eq!(store.outbox.quarantined(), 2);
+        assert_eq!(metrics.outbox_quarantined.get(), 2);
+        let quarantined = store.outbox.quarantined_flushes().expect("list");
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].views, 2);
+        assert!(quarantined[0].error.contains("forced"), "{quarantined:?}");
+    }
+
+    #[test]
+    fn a_flush_that_keeps_failing_while_others_go_through_is_quarantined() {
+        let (mut store, cluster, _, _dir) = replay_around_a_poison(false);
+        assert_eq!(store.outbox_depth(), 0);
+        assert_eq!(cluster.count("12345"), 7);
+        let quarantined = store.outbox.quarantined_flushes().expect("list");
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].attempts, store.policy.quarantine_after);
+        // Put back in line once the cluster takes it: it replays, counted once.
+        *cluster.poison.lock() = None;
+        assert!(store.outbox.release(quarantined[0].id).expect("release"));
+        store.outbox.recount().expect("recount");
+        drain(&mut store);
+        assert_eq!(store.outbox.quarantined(), 0);
+        assert_eq!(cluster.count("poison"), 2);
+    }
+
+    #[test]
+    fn a_cluster_down_quarantines_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, _) = store(&cluster, dir.path());
+        *cluster.down.lock() = true;
+        for _ in 0..3 {
+            store.write_views(&views(2)).expect("spilled");
+        }
+        for _ in 0..50 {
+            store.quiet_until = None;
+            store.maintain();
+        }
+        assert_eq!(store.outbox.quarantined(), 0);
+        assert_eq!(store.outbox_depth(), 6);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_batches_and_says_so_without_counting_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let (mut store, metrics) = store(&cluster, dir.path());
+        *cluster.down.lock() = true;
+        store.write_views(&views(5)).expect("spilled");
+        let full = store.outbox.bytes().expect("size");
+        store.policy.outbox_max_bytes = Some(full);
+        store.quiet_until = None;
+        assert_eq!(
+            store.write_views(&views(3)).expect("answered"),
+            Persisted::Dropped
+        );
+        assert_eq!(metrics.views_outbox_full.get(), 3);
+        assert_eq!(store.outbox_depth(), 5);
+        *cluster.down.lock() = false;
+        store.quiet_until = None;
+        store.write_views(&views(2)).expect("written");
+        drain(&mut store);
+        assert_eq!(
+            cluster.count("12345"),
+            7,
+            "5 replayed + 2 written; the 3 dropped not counted"
+        );
     }
 
     #[test]

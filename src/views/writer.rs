@@ -280,6 +280,10 @@ impl<S: ViewStore> BatchWriter<S> {
         loop {
             attempt += 1;
             match self.store.write_views(&records) {
+                Ok(Persisted::Dropped) => {
+                    // The store said why, once; the views are lost and counted so.
+                    return self.give_up(batch);
+                }
                 Ok(persisted) => {
                     let count = batch.views.len() as u64;
                     if let Persisted::Counted(days) = persisted {

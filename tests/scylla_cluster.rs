@@ -57,6 +57,8 @@ fn config(keyspace: &str) -> ScyllaConfig {
         view_ttl: None,
         max_in_flight: 64,
         create_schema: true,
+        local_dc: None,
+        tls: None,
     }
 }
 

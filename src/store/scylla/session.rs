@@ -234,7 +234,16 @@ async fn connect_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
     let session = tokio::time::timeout(config.connect_timeout * 2, builder.build())
         .await
         .map_err(|elapsed| unreachable("connect timed out", Some(Box::new(elapsed))))?
-        .map_err(|error| unreachable("connect", Some(Box::new(error))))?;
+        .map_err(|error| {
+            // A node that requires TLS resets a plain connection: say what may be missing.
+            let reset = error.to_string().contains("reset by peer");
+            let context = if reset && config.tls.is_none() {
+                "connect; a node that requires TLS resets plain connections: --scylla-tls-ca"
+            } else {
+                "connect"
+            };
+            unreachable(context, Some(Box::new(error)))
+        })?;
     check_datacenters(&session, config)?;
     if config.create_schema {
         for statement in schema_statements(&config.keyspace, &config.replication, config.view_ttl) {

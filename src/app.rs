@@ -289,8 +289,8 @@ fn start_scylla(
     metrics: &Arc<Metrics>,
     salts: Option<Arc<DailySalts>>,
 ) -> Result<Storage, StartError> {
-    let (local, imported) = open_embedded(config)?;
     let scylla = config.scylla()?;
+    let (local, imported) = open_embedded(config)?;
     let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
     let cluster = Cluster::new(scylla).map_err(StartError::ScyllaRuntime)?;
     let mut remote = ScyllaCatalogStore::new(cluster.clone());

@@ -11,6 +11,12 @@
 #   scripts/cql-up.sh start I    start node I again on its data
 #   scripts/cql-up.sh restart I  stop node I cleanly (SIGTERM: it flushes) and start it again
 #
+# CQL_TLS=1 with `up`: the nodes speak TLS only (client_encryption_options, optional:
+# false) and require a client certificate. A throwaway CA, a node certificate for
+# 127.0.0.1-3 (IP subject alternative names), a client certificate and a second CA that
+# signed nothing of this cluster are made with openssl into target/cql/tls/, valid two
+# days; `up` then also prints CQL_TLS_DIR. For tests/scylla_tls.rs.
+#
 # Node i listens on 127.0.0.i (CQL 9042, storage 7000) with its data, commit log and
 # caches under target/cql/node<i>/ (CQL_RUN_DIR to move it). Cassandra and its
 # dependencies are copied by `mvn dependency:copy-dependencies` from the pinned POM
@@ -26,6 +32,9 @@ pom="$here/cassandra/pom.xml"
 version="$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$pom")"
 heap="${CQL_HEAP:-768m}"
 start_timeout="${CQL_START_TIMEOUT:-240}"
+tls=""
+[ "${CQL_TLS:-0}" = 0 ] || tls=1
+tls_dir="$run_dir/tls"
 
 fail() {
   echo "cql-up: $*" >&2
@@ -41,6 +50,7 @@ ensure_tools() {
   local missing=()
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  if [ -n "$tls" ]; then command -v openssl >/dev/null 2>&1 || missing+=(openssl); fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "cql-up: installing ${missing[*]} (Debian packages)" >&2
     as_root apt-get update -qq
@@ -60,6 +70,58 @@ fetch() {
     rm -rf "$lib_dir"
     fail "step 'fetch Cassandra $version with mvn' failed; read $cache_dir/mvn.log"
   fi
+}
+
+# The certificates of CQL_TLS=1 (EC P-256, two days): ca.pem signs node.pem (every node's,
+# IP SANs 127.0.0.1-3) and client.pem; other-ca.pem signs nothing here. The nodes read
+# node.p12 (key and chain) and truststore.p12 (ca.pem, to check client certificates).
+make_tls() {
+  local cnf="$tls_dir/openssl.cnf" name serial=1
+  mkdir -p "$tls_dir"
+  command -v keytool >/dev/null 2>&1 || fail "step 'make TLS certificates': keytool (from Java) is missing"
+  cat >"$cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = video-server test
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[node]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+CNF
+  # Each step logs to make.log; the first to fail stops `up`, naming it.
+  tls_step() {
+    "$@" >>"$tls_dir/make.log" 2>&1 || fail "step 'make TLS certificates': $1 $2 failed; read $tls_dir/make.log"
+  }
+  for name in ca other-ca node client; do
+    tls_step openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls_dir/$name-key.pem"
+  done
+  for name in ca other-ca; do
+    tls_step openssl req -x509 -new -key "$tls_dir/$name-key.pem" -config "$cnf" -extensions ca \
+      -subj "/CN=video-server test $name" -days 2 -out "$tls_dir/$name.pem"
+  done
+  for name in node client; do
+    serial=$((serial + 1))
+    tls_step openssl req -new -key "$tls_dir/$name-key.pem" -config "$cnf" \
+      -subj "/CN=video-server test $name" -out "$tls_dir/$name.csr"
+    tls_step openssl x509 -req -in "$tls_dir/$name.csr" -CA "$tls_dir/ca.pem" \
+      -CAkey "$tls_dir/ca-key.pem" -set_serial "$serial" -days 2 -extfile "$cnf" \
+      -extensions "$name" -out "$tls_dir/$name.pem"
+  done
+  tls_step openssl pkcs12 -export -in "$tls_dir/node.pem" -inkey "$tls_dir/node-key.pem" \
+    -certfile "$tls_dir/ca.pem" -name node -out "$tls_dir/node.p12" -passout pass:cassandra
+  tls_step keytool -importcert -noprompt -storetype PKCS12 -keystore "$tls_dir/truststore.p12" \
+    -storepass cassandra -alias ca -file "$tls_dir/ca.pem"
 }
 
 node_dir() { echo "$run_dir/node$1"; }
@@ -113,6 +175,19 @@ write_request_timeout: 5000ms
 range_request_timeout: 20000ms
 request_timeout: 20000ms
 YAML
+  if [ -n "$tls" ]; then
+    cat >>"$dir/cassandra.yaml" <<YAML
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: $tls_dir/node.p12
+  keystore_password: cassandra
+  require_client_auth: true
+  truststore: $tls_dir/truststore.p12
+  truststore_password: cassandra
+  store_type: PKCS12
+YAML
+  fi
   cat >"$dir/logback.xml" <<XML
 <configuration scan="false">
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -208,6 +283,7 @@ up() {
   rm -rf "$run_dir"
   mkdir -p "$run_dir"
   echo "$nodes" >"$run_dir/nodes"
+  if [ -n "$tls" ]; then make_tls; fi
   for i in $(seq 1 "$nodes"); do
     write_config "$i" "$nodes"
   done
@@ -220,8 +296,9 @@ up() {
   for i in $(seq 1 "$nodes"); do
     wait_peers "$i" "$nodes"
   done
-  echo "cql-up: Apache Cassandra $version, $nodes node(s), ready in $((SECONDS - started)) s" >&2
+  echo "cql-up: Apache Cassandra $version, $nodes node(s)${tls:+ (TLS only, client certificates)}, ready in $((SECONDS - started)) s" >&2
   echo "export SCYLLA_URI=$(uri "$nodes")"
+  if [ -n "$tls" ]; then echo "export CQL_TLS_DIR=$tls_dir"; fi
 }
 
 stop_pid() {
@@ -261,6 +338,7 @@ status() {
     fi
   done
   echo "export SCYLLA_URI=$(uri "$nodes")"
+  if [ -d "$tls_dir" ]; then echo "export CQL_TLS_DIR=$tls_dir"; fi
 }
 
 case "${1:-up}" in

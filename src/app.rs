@@ -20,7 +20,7 @@ use crate::config::{Config, OutboxAction, StoreKind};
 use crate::health::Health;
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
-use crate::store::scylla::{Cluster, ScyllaCatalogStore, ScyllaViewStore};
+use crate::store::scylla::{Cluster, ScyllaCatalogStore, ScyllaSetupError, ScyllaViewStore};
 use crate::store::{
     CatalogSource, EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError, ViewStore,
 };
@@ -61,6 +61,8 @@ pub enum StartError {
     WatcherThread(#[source] std::io::Error),
     #[error("cannot start the ScyllaDB driver's runtime: {0}")]
     ScyllaRuntime(#[source] std::io::Error),
+    #[error(transparent)]
+    ScyllaSetup(#[from] ScyllaSetupError),
     #[error(transparent)]
     Http(#[from] http::StartError),
     #[error("no quarantined flush {0} in the outbox (video-server outbox list shows them)")]
@@ -289,8 +291,8 @@ fn start_scylla(
     metrics: &Arc<Metrics>,
     salts: Option<Arc<DailySalts>>,
 ) -> Result<Storage, StartError> {
+    let scylla = config.scylla()?;
     let (local, imported) = open_embedded(config)?;
-    let scylla = config.scylla();
     let summary = format!("scylla {:?} keyspace {}", scylla.nodes, scylla.keyspace);
     let cluster = Cluster::new(scylla).map_err(StartError::ScyllaRuntime)?;
     let mut remote = ScyllaCatalogStore::new(cluster.clone());
@@ -433,7 +435,7 @@ pub fn import(config: &Config, path: &Path) -> Result<usize, StartError> {
             Ok(store.upsert_videos(&videos)?)
         }
         StoreKind::Scylla => {
-            let cluster = Cluster::new(config.scylla()).map_err(StartError::ScyllaRuntime)?;
+            let cluster = Cluster::new(config.scylla()?).map_err(StartError::ScyllaRuntime)?;
             Ok(ScyllaCatalogStore::new(cluster).upsert_videos(&videos)?)
         }
     }

@@ -12,7 +12,8 @@ use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use scylla::statement::Consistency;
 
-use crate::store::scylla::{Replication, ScyllaConfig};
+use crate::store::scylla::schema::schema_creation;
+use crate::store::scylla::{Replication, ScyllaConfig, ScyllaSetupError, TlsFiles};
 
 use crate::cors::CorsOrigins;
 use crate::http::{HttpConfig, Limits};
@@ -209,16 +210,66 @@ pub struct Config {
     #[arg(long, global = true, env = "SCYLLA_NODES", value_delimiter = ',')]
     pub scylla_nodes: Vec<String>,
 
-    /// ScyllaDB keyspace (created if missing, with --scylla-replication).
+    /// ScyllaDB keyspace (created if missing when the server creates the schema).
     #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_KEYSPACE", default_value = "video_server",
           value_parser = parse_keyspace)]
     pub scylla_keyspace: String,
 
     /// Replication of a keyspace the server creates: "simple:N" (SimpleStrategy) or
-    /// "network:dc1=3,dc2=3" (NetworkTopologyStrategy).
-    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_REPLICATION", default_value = "simple:1",
+    /// "network:dc1=3,dc2=3" (NetworkTopologyStrategy, for production). Required to create
+    /// the keyspace, except when every node is a loopback address (development: simple:1).
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_REPLICATION",
           value_parser = Replication::parse)]
-    pub scylla_replication: Replication,
+    pub scylla_replication: Option<Replication>,
+
+    /// Create the keyspace and tables at start (IF NOT EXISTS), and apply
+    /// --scylla-view-ttl-days: "--scylla-create-schema" or "=true" to create, "=false" not
+    /// to. Default: create only when every node is a loopback address (a developer's
+    /// node). In production the schema is created once, not by every server at start:
+    /// run scripts/schema.cql (its replication edited), or start one server with this flag
+    /// and --scylla-replication. A server that does not create it logs what is missing.
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_CREATE_SCHEMA", value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub scylla_create_schema: Option<bool>,
+
+    /// The datacenter this server runs in (Cassandra's default is "datacenter1"): requests
+    /// go to its nodes only, token-aware, with no failover to another datacenter (views
+    /// wait in the outbox while it is down), and local_quorum and local_one count its
+    /// replicas. Without it every node is asked, and LOCAL_* levels are evaluated in the
+    /// datacenter of whichever node coordinates a request. A name the cluster does not
+    /// have fails the connection, naming the datacenters it has.
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_LOCAL_DC", value_name = "NAME",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub scylla_local_dc: Option<String>,
+
+    /// PEM file of the certificate authorities that sign the nodes' certificates: with it
+    /// every connection to the cluster is TLS, and each node's certificate is verified
+    /// against these authorities only (not the system's) and against the node's IP
+    /// address, so it needs that address as an IP subject alternative name.
+    #[arg(
+        long,
+        global = true,
+        env = "VIDEO_SERVER_SCYLLA_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub scylla_tls_ca: Option<PathBuf>,
+
+    /// PEM certificate chain this server presents to the nodes, for clusters that require
+    /// client certificates. Needs --scylla-tls-key and --scylla-tls-ca.
+    #[arg(long, global = true, env = "VIDEO_SERVER_SCYLLA_TLS_CERT", value_name = "FILE",
+          requires_all = ["scylla_tls_key", "scylla_tls_ca"])]
+    pub scylla_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --scylla-tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        global = true,
+        env = "VIDEO_SERVER_SCYLLA_TLS_KEY",
+        value_name = "FILE",
+        requires = "scylla_tls_cert"
+    )]
+    pub scylla_tls_key: Option<PathBuf>,
 
     /// Consistency of view writes: any, one, two, three, quorum, all, local_quorum,
     /// each_quorum, local_one.
@@ -421,7 +472,9 @@ impl Config {
     }
 
     /// The ScyllaDB settings; nodes from --scylla-nodes, else $SCYLLA_URI, else localhost.
-    pub fn scylla(&self) -> ScyllaConfig {
+    /// Refused before anything is sent: a keyspace to create with no replication given on
+    /// nodes that are not loopback, or TLS files that cannot be used.
+    pub fn scylla(&self) -> Result<ScyllaConfig, ScyllaSetupError> {
         let nodes = if self.scylla_nodes.is_empty() {
             let uri = std::env::var("SCYLLA_URI")
                 .ok()
@@ -431,10 +484,34 @@ impl Config {
         } else {
             self.scylla_nodes.clone()
         };
-        ScyllaConfig {
+        let created = schema_creation(
+            &nodes,
+            self.scylla_create_schema,
+            self.scylla_replication.clone(),
+        )?;
+        if created.is_none() && self.scylla_view_ttl_days > 0 {
+            tracing::warn!(
+                "--scylla-view-ttl-days is applied only by a server that creates the schema"
+            );
+        }
+        let tls = match &self.scylla_tls_ca {
+            Some(ca) => Some(
+                TlsFiles {
+                    ca: ca.clone(),
+                    client: self
+                        .scylla_tls_cert
+                        .clone()
+                        .zip(self.scylla_tls_key.clone()),
+                }
+                .client_config()?,
+            ),
+            None => None,
+        };
+        Ok(ScyllaConfig {
             nodes,
             keyspace: self.scylla_keyspace.clone(),
-            replication: self.scylla_replication.clone(),
+            create_schema: created.is_some(),
+            replication: created.unwrap_or(Replication::Simple { factor: 1 }),
             write_consistency: self.scylla_write_consistency,
             read_consistency: self.scylla_read_consistency,
             request_timeout: Duration::from_millis(self.scylla_request_timeout_ms),
@@ -443,8 +520,9 @@ impl Config {
             view_ttl: (self.scylla_view_ttl_days > 0)
                 .then(|| Duration::from_secs(u64::from(self.scylla_view_ttl_days) * 86_400)),
             max_in_flight: self.scylla_max_in_flight as usize,
-            create_schema: true,
-        }
+            local_dc: self.scylla_local_dc.clone(),
+            tls,
+        })
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -470,6 +548,71 @@ mod tests {
         assert_eq!(config.http().limits.max_body_bytes, 1_048_576);
         assert!(config.http().pin_workers);
         assert!(config.trusted_proxies.0.is_empty());
+    }
+
+    #[test]
+    fn scylla_operator_settings_parse_and_are_checked() {
+        let parse = |args: &[&str]| {
+            let mut full = vec!["video-server", "--store", "scylla"];
+            full.extend_from_slice(args);
+            Config::try_parse_from(full)
+        };
+        let dev = parse(&["--scylla-nodes", "127.0.0.1:9042"]).expect("parses");
+        let dev = dev.scylla().expect("development defaults");
+        assert!(dev.create_schema && dev.tls.is_none() && dev.local_dc.is_none());
+        assert_eq!(dev.replication, Replication::Simple { factor: 1 });
+
+        let remote = ["--scylla-nodes", "10.0.0.5:9042,10.0.0.6:9042"];
+        let production = parse(&remote).expect("parses").scylla().expect("no schema");
+        assert!(!production.create_schema);
+        let create = parse(&[&remote[..], &["--scylla-create-schema"]].concat()).expect("parses");
+        let refused = create
+            .scylla()
+            .expect_err("replication required")
+            .to_string();
+        assert!(refused.contains("--scylla-replication"), "{refused}");
+        let explicit = parse(
+            &[
+                &remote[..],
+                &[
+                    "--scylla-create-schema=true",
+                    "--scylla-replication",
+                    "network:dc1=3",
+                ],
+            ]
+            .concat(),
+        )
+        .expect("parses")
+        .scylla()
+        .expect("explicit replication");
+        assert!(explicit.create_schema);
+        let off = parse(&["--scylla-create-schema=false"]).expect("parses");
+        assert_eq!(off.scylla_create_schema, Some(false));
+        assert!(!off.scylla().expect("off").create_schema);
+        assert!(parse(&["--scylla-create-schema=maybe"]).is_err());
+
+        let local = parse(&["--scylla-local-dc", "dc1"]).expect("parses");
+        assert_eq!(local.scylla().expect("dc").local_dc.as_deref(), Some("dc1"));
+        assert!(parse(&["--scylla-local-dc", ""]).is_err());
+
+        // A client certificate needs its key and the CA; a key needs its certificate.
+        for incomplete in [
+            &["--scylla-tls-cert", "c.pem", "--scylla-tls-ca", "ca.pem"][..],
+            &["--scylla-tls-cert", "c.pem", "--scylla-tls-key", "k.pem"][..],
+            &["--scylla-tls-key", "k.pem", "--scylla-tls-ca", "ca.pem"][..],
+        ] {
+            let error = parse(incomplete).expect_err("incomplete client certificate");
+            assert!(error.to_string().contains("--scylla-tls-"), "{error}");
+        }
+        let missing_ca = parse(&["--scylla-tls-ca", "/definitely/missing-ca.pem"])
+            .expect("parses")
+            .scylla()
+            .expect_err("unreadable CA")
+            .to_string();
+        assert!(
+            missing_ca.starts_with("--scylla-tls-ca /definitely/missing-ca.pem"),
+            "{missing_ca}"
+        );
     }
 
     #[test]

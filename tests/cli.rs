@@ -70,6 +70,14 @@ fn help_explains_every_option_and_its_environment_variable() {
             "--scylla-max-in-flight",
             "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT",
         ),
+        (
+            "--scylla-create-schema",
+            "VIDEO_SERVER_SCYLLA_CREATE_SCHEMA",
+        ),
+        ("--scylla-local-dc", "VIDEO_SERVER_SCYLLA_LOCAL_DC"),
+        ("--scylla-tls-ca", "VIDEO_SERVER_SCYLLA_TLS_CA"),
+        ("--scylla-tls-cert", "VIDEO_SERVER_SCYLLA_TLS_CERT"),
+        ("--scylla-tls-key", "VIDEO_SERVER_SCYLLA_TLS_KEY"),
         ("--catalog-refresh-ms", "VIDEO_SERVER_CATALOG_REFRESH_MS"),
         ("--views-cache-ms", "VIDEO_SERVER_VIEWS_CACHE_MS"),
         ("--signing-policy", "VIDEO_SERVER_SIGNING_POLICY"),
@@ -128,6 +136,28 @@ fn start_up_errors_name_the_problem() {
         (
             vec!["--cdns", "/definitely/missing.json"],
             "cannot read CDN file",
+        ),
+        // Refused before anything is sent to the cluster (`.invalid` never resolves).
+        (
+            vec![
+                "--store",
+                "scylla",
+                "--scylla-nodes",
+                "scylla.invalid:9042",
+                "--scylla-create-schema",
+            ],
+            "needs --scylla-replication",
+        ),
+        (
+            vec![
+                "--store",
+                "scylla",
+                "--scylla-nodes",
+                "127.0.0.1:1",
+                "--scylla-tls-ca",
+                "/definitely/missing-ca.pem",
+            ],
+            "--scylla-tls-ca /definitely/missing-ca.pem: cannot read it",
         ),
     ];
     for (args, expected) in cases {

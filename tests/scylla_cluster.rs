@@ -57,6 +57,8 @@ fn config(keyspace: &str) -> ScyllaConfig {
         view_ttl: None,
         max_in_flight: 64,
         create_schema: true,
+        local_dc: None,
+        tls: None,
     }
 }
 
@@ -410,4 +412,87 @@ fn a_view_ttl_is_the_tables_default() {
         .single_row::<(i32,)>()
         .expect("one table");
     assert_eq!(ttl, 3 * 86_400);
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_local_datacenter_takes_the_requests_and_an_unknown_one_is_named() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    // Cassandra's and ScyllaDB's default datacenter name.
+    let mut local = config(&keyspace);
+    local.local_dc = Some("datacenter1".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = resilient(local.clone(), dir.path(), Duration::from_secs(20));
+    store.write_views(&seed_views(9, CLIENT_IP)).expect("write");
+    assert_eq!(
+        store.outbox_depth(),
+        0,
+        "the local datacenter refused the writes"
+    );
+    let mut catalog = ScyllaCatalogStore::new(Cluster::new(local).expect("driver runtime"));
+    assert_eq!(catalog.view_count("12345").expect("count"), 9);
+
+    // A datacenter the cluster does not have: every request would find no node.
+    let mut elsewhere = config(&keyspace);
+    elsewhere.local_dc = Some("elsewhere".into());
+    let cluster = Cluster::new(elsewhere).expect("driver runtime");
+    let refused = cluster
+        .session(Duration::from_secs(20))
+        .map(|_| ())
+        .expect_err("no such datacenter")
+        .to_string();
+    assert!(
+        refused.contains(r#"--scylla-local-dc "elsewhere""#) && refused.contains("datacenter1"),
+        "{refused}"
+    );
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_server_that_does_not_create_the_schema_says_what_to_run_and_keeps_the_views() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let mut by_hand = config(&keyspace);
+    by_hand.create_schema = false;
+    // Nothing created the keyspace: reads and writes say what to run.
+    let mut catalog =
+        ScyllaCatalogStore::new(Cluster::new(by_hand.clone()).expect("driver runtime"));
+    let missing = catalog.load_videos().expect_err("no keyspace").to_string();
+    assert!(
+        missing.contains("scripts/schema.cql") && missing.contains("--scylla-create-schema"),
+        "{missing}"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = resilient(by_hand, dir.path(), Duration::from_secs(20));
+    store.write_views(&seed_views(5, CLIENT_IP)).expect("kept");
+    assert_eq!(store.outbox_depth(), 5);
+
+    // The binary logs it at start, naming the flag and the script.
+    let node = nodes()[0].clone();
+    let mut server = common::Server::start(&[
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &node,
+        "--scylla-keyspace",
+        &keyspace,
+        "--scylla-create-schema=false",
+    ]);
+    assert!(
+        server.wait_for_log("scripts/schema.cql", 1),
+        "{}",
+        server.log()
+    );
+    assert!(server.terminate().success(), "{}", server.log());
+
+    // One server creates it (as an operator would, once): the kept views go in.
+    let creator = Cluster::new(config(&keyspace)).expect("driver runtime");
+    creator
+        .wait_until_connected(Duration::from_secs(20))
+        .expect("create the schema");
+    drain_outbox(&mut store, Duration::from_secs(60));
+    assert_eq!(store.outbox_depth(), 0);
+    let mut catalog = ScyllaCatalogStore::new(creator);
+    assert_eq!(catalog.view_count("12345").expect("count"), 5);
 }

@@ -36,7 +36,8 @@ use video_server::store::scylla::{
     schema_statements, Cluster, Replication, ScyllaCatalogStore, ScyllaConfig, ScyllaViewStore,
 };
 use video_server::store::{
-    epoch_millis, utc_day, CatalogSource, Outbox, ResilientStore, RetryPolicy, ViewStore,
+    epoch_millis, utc_day, CatalogSource, Flush, Outbox, PendingView, RemoteViewStore,
+    ResilientStore, RetryPolicy, ViewStore,
 };
 
 /// The client address of the views these tests write.
@@ -522,6 +523,8 @@ impl FakeNode {
             view_ttl: None,
             max_in_flight: 256,
             create_schema: true,
+            local_dc: None,
+            tls: None,
         }
     }
 
@@ -1121,4 +1124,89 @@ fn a_node_that_goes_away_is_survived() {
         .expect("spilled");
     assert_eq!(store.outbox_depth(), 3);
     assert!(metrics.store_errors.get() >= 1);
+}
+
+#[test]
+fn a_missing_table_says_what_to_run_and_the_views_wait_for_it() {
+    let mut node = FakeNode::start();
+    // The cluster has no view_log table: its PREPARE is refused as a real node refuses it.
+    let mut rules = healthy_rules(&node.feedback_tx, &node.answers);
+    rules.insert(
+        2,
+        RequestRule(
+            Condition::RequestOpcode(RequestOpcode::Prepare).and(body_contains(INSERT_VIEW.marker)),
+            RequestReaction::forge_with_error_and_message(
+                scylla_cql::frame::response::error::DbError::Invalid,
+                Some("unconfigured table view_log".into()),
+            ),
+        ),
+    );
+    node.set_rules(rules);
+    let flush = Flush {
+        id: uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]),
+        views: vec![PendingView {
+            id: uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]),
+            video_id: "12345".into(),
+            viewer: video_server::viewer::Viewer::Address(CLIENT_IP.parse().expect("ip")),
+            timestamp_ms: epoch_millis(),
+        }],
+        counts: Vec::new(),
+    };
+    let mut remote = ScyllaViewStore::new(node.cluster());
+    let error = remote.write_flush(&flush).expect_err("no table");
+    assert!(
+        !error.is_retriable(),
+        "retrying at once cannot help: {error}"
+    );
+    let message = error.to_string();
+    for needed in [
+        "unconfigured table view_log",
+        "scripts/schema.cql",
+        "--scylla-create-schema",
+    ] {
+        assert!(
+            message.contains(needed),
+            "{needed:?} missing from: {message}"
+        );
+    }
+
+    // Through the resilient store: kept in the outbox, not retried; written once the
+    // table exists.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, metrics) = resilient(&node, dir.path());
+    store.write_views(&seed_views(2, CLIENT_IP)).expect("kept");
+    assert_eq!(store.outbox_depth(), 2);
+    assert_eq!(metrics.store_retries.get(), 0);
+    node.heal();
+    drain_outbox(&mut store, Duration::from_secs(10));
+    assert_eq!(store.outbox_depth(), 0);
+    remote.write_flush(&flush).expect("the table exists now");
+}
+
+#[test]
+fn a_local_datacenter_is_the_sessions_load_balancing() {
+    let node = FakeNode::start();
+    let policy_of = |cluster: &Cluster| {
+        let session = cluster.session(Duration::from_secs(10)).expect("session");
+        let profile = session.get_default_execution_profile_handle().to_profile();
+        format!("{:?}", profile.get_load_balancing_policy())
+    };
+    // The driver's default: any node, no datacenter preferred.
+    let default = policy_of(&node.cluster());
+    assert!(default.contains("preferences: None"), "{default}");
+
+    let mut config = node.config();
+    config.local_dc = Some("dc-east".into());
+    // A dry node tells no topology, so no node is known to be in dc-east and a statement
+    // would find none to go to: the schema is not created here (the real-cluster suite
+    // writes through a local datacenter).
+    config.create_schema = false;
+    let cluster = Cluster::new(config).expect("driver runtime");
+    let local = policy_of(&cluster);
+    assert!(
+        local.contains(r#"preferences: Some(Datacenter("dc-east"))"#),
+        "{local}"
+    );
+    assert!(local.contains("is_token_aware: true"), "{local}");
+    assert!(local.contains("permit_dc_failover: false"), "{local}");
 }

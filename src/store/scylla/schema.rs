@@ -4,6 +4,13 @@
 //! `--scylla-create-schema` is on, and `scripts/schema.cql` (for operators who create it by
 //! hand) is [`schema_script`] of the same statements, checked equal by a test.
 //!
+//! Who creates it ([`schema_creation`]): a developer's server, whose nodes are all on this
+//! machine, creates it by default, with one replica unless `--scylla-replication` says
+//! otherwise. Anywhere else the schema is created once (the script, or one server started
+//! with `--scylla-create-schema`), never by every server at start: schema changes racing
+//! from many clients are what a cluster handles worst, and a production keyspace's
+//! replication is a decision, so it must be given, never defaulted to one replica.
+//!
 //! - `view_log`: the raw views, written and never read on a request path, partitioned by
 //!   (video, minute, writer, shard) so that no partition outgrows [`VIEW_SHARDS`]' bound;
 //!   time-window compaction, and a table-level TTL when `--scylla-view-ttl-days` is set.
@@ -15,9 +22,12 @@
 //!
 //! Tables of an older version (`views`, `view_rollups`) are left alone and no longer read.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use scylla::value::CqlDate;
+
+use super::ScyllaSetupError;
 
 /// A UTC day (days since the Unix epoch) as a CQL `date`, which counts days with 2³¹ as
 /// the epoch.
@@ -96,6 +106,66 @@ impl Replication {
     }
 }
 
+/// Whether every node is on this machine (a loopback address, or `localhost`): a
+/// developer's cluster. A host name other than `localhost` counts as remote.
+pub fn all_loopback(nodes: &[String]) -> bool {
+    nodes.iter().all(|node| {
+        let node = node.trim();
+        match node.parse::<SocketAddr>() {
+            Ok(address) => address.ip().is_loopback(),
+            Err(_) => node
+                .rsplit_once(':')
+                .map_or(node, |(host, _port)| host)
+                .eq_ignore_ascii_case("localhost"),
+        }
+    })
+}
+
+/// Whether the server creates the schema, and with which replication: `create` is
+/// `--scylla-create-schema` (`None`: not given), `replication` is `--scylla-replication`.
+///
+/// Not given, the schema is created only when every node is a loopback address. Creating
+/// it needs `replication`, except on loopback nodes, where one replica is the default.
+pub fn schema_creation(
+    nodes: &[String],
+    create: Option<bool>,
+    replication: Option<Replication>,
+) -> Result<Option<Replication>, ScyllaSetupError> {
+    let development = all_loopback(nodes);
+    if !create.unwrap_or(development) {
+        if replication.is_some() {
+            tracing::warn!(
+                "--scylla-replication is ignored: this server does not create the schema \
+                 (add --scylla-create-schema to create it)"
+            );
+        }
+        return Ok(None);
+    }
+    match replication {
+        Some(replication) => Ok(Some(replication)),
+        None if development => {
+            tracing::info!(
+                "creating the schema with one replica (simple:1), the default for nodes on \
+                 this machine; elsewhere --scylla-replication is required"
+            );
+            Ok(Some(Replication::Simple { factor: 1 }))
+        }
+        None => Err(ScyllaSetupError::ReplicationRequired {
+            nodes: nodes.join(","),
+        }),
+    }
+}
+
+/// The tables the store reads and writes, as [`schema_statements`] creates them: what a
+/// server that does not create the schema checks for at connect.
+pub const TABLES: [&str; 5] = [
+    "videos",
+    "view_log",
+    "view_counts",
+    "view_sketches",
+    "salts",
+];
+
 /// Partitions of one video's raw views per minute and writer: at 100,000 views a second of
 /// one video on one server, a partition holds 6,000,000 / 64 = 93,750 rows, under
 /// ScyllaDB's 100,000-row warning.
@@ -146,9 +216,13 @@ pub const SALT_TTL_SECONDS: u32 = 3 * 86_400;
 /// The schema as a CQL script (`scripts/schema.cql`).
 pub fn schema_script(keyspace: &str, replication: &Replication) -> String {
     let mut script = String::from(
-        "-- video-server's ScyllaDB schema. The server creates it itself at start\n\
-         -- (IF NOT EXISTS); this file is for operators who create it by hand:\n\
+        "-- video-server's ScyllaDB schema, for operators who create it once by hand (the\n\
+         -- production way: servers then run without --scylla-create-schema):\n\
          --   cqlsh -f scripts/schema.cql\n\
+         -- The keyspace below has ONE replica, which suits a developer's single node only:\n\
+         -- edit its replication first, e.g. {'class': 'NetworkTopologyStrategy', 'dc1': 3}.\n\
+         -- For raw views that expire (--scylla-view-ttl-days), set view_log's\n\
+         -- default_time_to_live in seconds.\n\
          -- Regenerate with: cargo test --lib schema_script_is_current -- --ignored\n\n",
     );
     for statement in schema_statements(keyspace, replication, None) {
@@ -237,6 +311,57 @@ mod tests {
         ] {
             assert!(Replication::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_schema_is_created_by_development_servers_and_with_explicit_replication_only() {
+        let local = ["127.0.0.1:9042".to_owned(), "localhost:9042".to_owned()];
+        let remote = ["127.0.0.1:9042".to_owned(), "10.0.0.5:9042".to_owned()];
+        let three = Replication::Simple { factor: 3 };
+        // Development: created by default, with one replica unless told otherwise.
+        assert!(all_loopback(&local) && all_loopback(&["[::1]:9042".to_owned()]));
+        assert_eq!(
+            schema_creation(&local, None, None).expect("dev"),
+            Some(Replication::Simple { factor: 1 })
+        );
+        assert_eq!(
+            schema_creation(&local, None, Some(three.clone())).expect("dev"),
+            Some(three.clone())
+        );
+        assert_eq!(
+            schema_creation(&local, Some(false), None).expect("off"),
+            None
+        );
+        // Production: not created unless asked, and then only with replication given.
+        assert!(!all_loopback(&remote));
+        assert!(!all_loopback(&["scylla.internal:9042".to_owned()]));
+        assert_eq!(schema_creation(&remote, None, None).expect("off"), None);
+        assert_eq!(
+            schema_creation(&remote, None, Some(three.clone())).expect("ignored"),
+            None
+        );
+        let refused = schema_creation(&remote, Some(true), None)
+            .expect_err("no silent one-replica keyspace")
+            .to_string();
+        assert!(
+            refused.contains("--scylla-replication") && refused.contains("scripts/schema.cql"),
+            "{refused}"
+        );
+        assert_eq!(
+            schema_creation(&remote, Some(true), Some(three.clone())).expect("explicit"),
+            Some(three)
+        );
+    }
+
+    #[test]
+    fn the_checked_tables_are_the_created_tables() {
+        let statements = schema_statements("ks", &Replication::Simple { factor: 1 }, None);
+        let created: Vec<&str> = statements
+            .iter()
+            .filter_map(|statement| statement.strip_prefix("CREATE TABLE IF NOT EXISTS ks."))
+            .map(|rest| rest.split(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(created, TABLES);
     }
 
     #[test]

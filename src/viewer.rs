@@ -83,8 +83,10 @@ impl Viewer {
                 let _ = write!(out, "{ip}");
             }
             Viewer::Hashed(hash) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 for byte in hash {
-                    let _ = write!(out, "{byte:02x}");
+                    out.push(char::from(HEX[usize::from(byte >> 4)]));
+                    out.push(char::from(HEX[usize::from(byte & 0x0f)]));
                 }
             }
         }

@@ -1093,6 +1093,40 @@ fn a_poison_flush_is_quarantined_while_later_flushes_replay() {
 }
 
 #[test]
+fn unprepared_is_answered_by_repreparing_not_by_a_retry_or_the_outbox() {
+    let mut node = FakeNode::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, metrics) = resilient(&node, dir.path());
+    store.write_views(&seed_views(2, CLIENT_IP)).expect("write");
+    node.frames();
+    // The node forgot the statement (a restart, a schema change): the next execute of it
+    // is answered UNPREPARED once.
+    node.fail(&INSERT_VIEW, RequestReaction::forge().unprepared(), Some(1));
+    store.write_views(&seed_views(5, CLIENT_IP)).expect("write");
+    let frames = node.frames();
+    let reprepared = frames
+        .iter()
+        .filter(|frame| frame.opcode == RequestOpcode::Prepare)
+        .map(long_string)
+        .filter(|cql| *cql == insert_view_cql("video_server"))
+        .count();
+    assert_eq!(reprepared, 1, "the driver prepared the statement again");
+    let rows = executes(&frames, &INSERT_VIEW);
+    let ids: HashSet<Vec<u8>> = rows.iter().map(|row| row.values[4].clone()).collect();
+    assert_eq!(
+        (rows.len(), ids.len()),
+        (6, 5),
+        "one view sent again, after repreparing"
+    );
+    assert_eq!(metrics.store_retries.get(), 0, "not one of our retries");
+    assert_eq!(store.outbox_depth(), 0);
+    assert_eq!(
+        kept_counts(&frames).into_values().collect::<Vec<_>>(),
+        vec![7]
+    );
+}
+
+#[test]
 fn a_permanent_error_keeps_the_batch_in_the_outbox() {
     let mut node = FakeNode::start();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,7 +7,9 @@
 #                                node answers CQL and sees the others; prints SCYLLA_URI
 #   scripts/cql-up.sh down       stop the nodes it started and remove their folder
 #   scripts/cql-up.sh status     which nodes run
-#   scripts/cql-up.sh stop I     kill node I (SIGKILL, as a crash would; its data stays)
+#   scripts/cql-up.sh stop I     kill node I (SIGKILL, as a crash would; its data stays,
+#                                but for writes of the last commitlog_sync_period, 10 s)
+#   scripts/cql-up.sh halt I     stop node I cleanly (SIGTERM: it flushes first)
 #   scripts/cql-up.sh start I    start node I again on its data
 #   scripts/cql-up.sh restart I  stop node I cleanly (SIGTERM: it flushes) and start it again
 #
@@ -351,6 +353,12 @@ case "${1:-up}" in
     stop_pid "$(cat "$(node_dir "$i")/pid")" KILL
     echo "cql-up: node $i killed" >&2
     ;;
+  halt)
+    i=${2:?halt takes a node number}
+    node_running "$i" || fail "node $i is not running"
+    stop_pid "$(cat "$(node_dir "$i")/pid")" TERM
+    echo "cql-up: node $i stopped" >&2
+    ;;
   start)
     i=${2:?start takes a node number}
     node_running "$i" && fail "node $i already runs"
@@ -367,5 +375,5 @@ case "${1:-up}" in
     wait_cql "$i"
     echo "cql-up: node $i restarted" >&2
     ;;
-  *) fail "usage: scripts/cql-up.sh [up [1|3] | down | status | stop I | start I | restart I]" ;;
+  *) fail "usage: scripts/cql-up.sh [up [1|3] | down | status | stop I | halt I | start I | restart I]" ;;
 esac

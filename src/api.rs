@@ -540,13 +540,19 @@ impl VideoApi {
         entry.want_count();
         let views = entry.persisted_views();
         let today = utc_day(epoch_millis());
-        // The count and the day are the whole of what changes (every view adds to the
-        // count; midnight resets "today"): they make the tag (`"v12d20789"`), on the stack.
-        let mut tag = [0u8; 48];
+        // Counts read from a shared store say when they were read (`asOf`).
+        let read_at = entry.counts_read_at();
+        // The count, the day and the read time are the whole of what changes (every view
+        // adds to the count; midnight resets "today"): they make the tag (`"v12d20789"`,
+        // `"v12d20789a1796212800"`), on the stack.
+        let mut tag = [0u8; 72];
         let unused = {
             let mut rest = &mut tag[..];
-            // 48 bytes hold any u64 and any day with the quotes.
-            let _ = write!(rest, "\"v{views}d{today}\"");
+            // 72 bytes hold any u64, any day and any time in seconds with the quotes.
+            let _ = match read_at {
+                None => write!(rest, "\"v{views}d{today}\""),
+                Some(at) => write!(rest, "\"v{views}d{today}a{}\"", at / 1000),
+            };
             rest.len()
         };
         let etag = std::str::from_utf8(&tag[..tag.len() - unused]).unwrap_or_default();
@@ -564,6 +570,11 @@ impl VideoApi {
         json::write_u64(body, today_views);
         body.extend_from_slice(b",\"uniqueViewersToday\":");
         json::write_u64(body, today_uniques);
+        if let Some(at) = read_at {
+            body.extend_from_slice(b",\"asOf\":\"");
+            calendar::write_timestamp(body, at);
+            body.push(b'"');
+        }
         if let Some((first, last)) = range {
             let mut counted = entry.days(first, last).into_iter().peekable();
             body.extend_from_slice(b",\"days\":[");

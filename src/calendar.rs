@@ -36,6 +36,16 @@ pub fn write_date(out: &mut Vec<u8>, days: i64) {
     out.extend_from_slice(format!("{year:04}-{month:02}-{day:02}").as_bytes());
 }
 
+/// Writes a time in milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC,
+/// RFC 3339, whole seconds).
+pub fn write_timestamp(out: &mut Vec<u8>, millis: i64) {
+    let seconds = millis.div_euclid(1000);
+    write_date(out, seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    out.extend_from_slice(format!("T{hour:02}:{minute:02}:{second:02}Z").as_bytes());
+}
+
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
@@ -119,5 +129,15 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_seconds() {
+        let mut out = Vec::new();
+        write_timestamp(&mut out, 1_796_215_245_999);
+        assert_eq!(String::from_utf8_lossy(&out), "2026-12-02T12:40:45Z");
+        out.clear();
+        write_timestamp(&mut out, 0);
+        assert_eq!(String::from_utf8_lossy(&out), "1970-01-01T00:00:00Z");
     }
 }

@@ -10,7 +10,7 @@
 //! entry it replaces, so a view credited to the old entry after the swap is not lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -25,6 +25,9 @@ use crate::store::{DayCount, StoredVideo, DAYS_KEPT};
 struct Counts {
     /// Views persisted in all.
     total: AtomicU64,
+    /// When these counts were last read from a shared store, in milliseconds since the Unix
+    /// epoch (0: never; the embedded store's counts are exact in memory, not read).
+    read_at_ms: AtomicI64,
     /// Views and distinct clients per UTC day, for the last [`DAYS_KEPT`] days, when the
     /// store counts per day.
     days: Mutex<BTreeMap<i64, (u64, u64)>>,
@@ -58,6 +61,7 @@ impl CatalogEntry {
     pub fn new(video: &VideoPayload<'_>, persisted_views: u64) -> Self {
         let counts = Counts {
             total: AtomicU64::new(persisted_views),
+            read_at_ms: AtomicI64::new(0),
             days: Mutex::new(BTreeMap::new()),
         };
         Self::with_counts(video, Arc::new(counts))
@@ -114,6 +118,17 @@ impl CatalogEntry {
         self.counts.total.store(count, Ordering::Release);
     }
 
+    /// Notes when the counts were read from a shared store.
+    pub fn set_counts_read_at(&self, millis: i64) {
+        self.counts.read_at_ms.store(millis, Ordering::Release);
+    }
+
+    /// When the counts were last read from a shared store (`None` if they never are, or
+    /// were not yet).
+    pub fn counts_read_at(&self) -> Option<i64> {
+        Some(self.counts.read_at_ms.load(Ordering::Acquire)).filter(|at| *at > 0)
+    }
+
     /// Called by the batch writer once views of `day` are committed: `added` more views,
     /// and the day's distinct clients now. Days older than [`DAYS_KEPT`] before `day` are
     /// forgotten.
@@ -149,11 +164,8 @@ impl CatalogEntry {
         self.counts.days.lock().get(&day).copied().unwrap_or((0, 0))
     }
 
-    /// Replaces the per-day counts with those read from a shared store.
+    /// Replaces the per-day counts with those read from a shared store (none read: none).
     pub fn set_days(&self, stored: &[DayCount]) {
-        if stored.is_empty() {
-            return;
-        }
         let mut days = self.counts.days.lock();
         days.clear();
         for day in stored {

@@ -38,6 +38,9 @@ use crate::viewer::{random_salt, DailySalts};
 const TICK: Duration = Duration::from_millis(100);
 /// At most one warning about a failing source per this long.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// Count reads failing in a row after which a refresh pass stops: the store is down, not
+/// one video's partition.
+const STORE_DOWN_AFTER: usize = 3;
 /// How often the salts are checked once agreed, and retried after a failure.
 const SALTS_EVERY: Duration = Duration::from_secs(60);
 const SALTS_RETRY: Duration = Duration::from_secs(5);
@@ -166,10 +169,14 @@ impl<S: CatalogSource> Watch<S> {
         Ok(())
     }
 
-    /// Re-reads the counts clients asked for whose last read is older than `counts_every`;
-    /// stops at the first failure (the store is likely down) and keeps the request.
+    /// Re-reads the counts clients asked for whose last read is older than `counts_every`.
+    /// A video whose read fails keeps its request and its counts (with the time they were
+    /// read, which `GET /video/:id/views` reports as `asOf`), and the others are still
+    /// read; [`STORE_DOWN_AFTER`] failures in a row end the pass (the store is down).
     fn refresh_wanted_counts(&mut self, counts_every: Duration) -> Result<(), StoreError> {
         let current = self.catalog.load();
+        let mut failed_in_a_row = 0;
+        let mut last_error = None;
         for entry in current.entries() {
             if !entry.take_count_request() {
                 continue;
@@ -187,16 +194,25 @@ impl<S: CatalogSource> Watch<S> {
                 Ok(counts) => {
                     entry.set_persisted_views(counts.total);
                     entry.set_days(&counts.days);
+                    entry.set_counts_read_at(epoch_millis());
                     self.counted_at
                         .insert(entry.video_id().to_owned(), Instant::now());
+                    failed_in_a_row = 0;
                 }
                 Err(error) => {
+                    // Kept wanted, tried again when due, not on every tick.
                     entry.want_count();
-                    return Err(error);
+                    self.counted_at
+                        .insert(entry.video_id().to_owned(), Instant::now());
+                    failed_in_a_row += 1;
+                    last_error = Some(error);
+                    if failed_in_a_row >= STORE_DOWN_AFTER {
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        last_error.map_or(Ok(()), Err)
     }
 
     /// Agrees the salts of today and tomorrow if not yet agreed, and deletes those of
@@ -265,6 +281,8 @@ mod tests {
         videos: Arc<Mutex<Vec<StoredVideo>>>,
         changed: Arc<AtomicBool>,
         count: Arc<Mutex<u64>>,
+        /// Videos whose count reads fail.
+        failing: Arc<Mutex<Vec<String>>>,
         /// Salts by day; `salts_fail` makes agreeing them fail.
         salts: Arc<Mutex<std::collections::BTreeMap<i64, Salt>>>,
         salts_fail: Arc<AtomicBool>,
@@ -277,7 +295,15 @@ mod tests {
         fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError> {
             Ok(self.videos.lock().clone())
         }
-        fn view_counts(&mut self, _video_id: &str) -> Result<VideoCounts, StoreError> {
+        fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError> {
+            if self
+                .failing
+                .lock()
+                .iter()
+                .any(|failing| failing == video_id)
+            {
+                return Err(StoreError::Forced { retriable: true });
+            }
             Ok(VideoCounts {
                 total: *self.count.lock(),
                 days: Vec::new(),
@@ -359,6 +385,50 @@ mod tests {
         assert_eq!(entry.persisted_views(), 3, "not read until wanted");
         entry.want_count();
         assert!(wait_for(|| entry.persisted_views() == 42), "count read");
+        watcher.stop();
+    }
+
+    #[test]
+    fn a_video_whose_count_cannot_be_read_does_not_hold_back_the_others() {
+        let source = FakeSource::default();
+        let video = |id: &str| StoredVideo {
+            video_id: id.into(),
+            document: format!(r#"{{"videoId":"{id}","title":"t","sources":[]}}"#),
+            views: None,
+            days: Vec::new(),
+        };
+        source.videos.lock().extend([video("a"), video("b")]);
+        source.failing.lock().push("a".into());
+        *source.count.lock() = 9;
+        let catalog = Catalog::from_stored(&source.videos.lock(), None).shared();
+        let settings = WatchSettings {
+            catalog_every: Duration::from_secs(3600),
+            counts_every: Some(Duration::from_millis(1)),
+            rank_every: None,
+        };
+        let watcher = CatalogWatcher::spawn(source.clone(), Arc::clone(&catalog), settings, None)
+            .expect("spawn");
+        let (a, b) = {
+            let current = catalog.load();
+            (
+                Arc::clone(current.get("a").expect("a")),
+                Arc::clone(current.get("b").expect("b")),
+            )
+        };
+        a.want_count();
+        b.want_count();
+        assert!(
+            wait_for(|| b.persisted_views() == 9),
+            "b read though a fails"
+        );
+        assert!(b.counts_read_at().is_some(), "and says when");
+        assert_eq!((a.persisted_views(), a.counts_read_at()), (0, None));
+        // Once a can be read again, its request (kept) is served.
+        source.failing.lock().clear();
+        assert!(
+            wait_for(|| a.persisted_views() == 9),
+            "a read once it can be"
+        );
         watcher.stop();
     }
 

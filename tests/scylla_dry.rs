@@ -1127,6 +1127,40 @@ fn unprepared_is_answered_by_repreparing_not_by_a_retry_or_the_outbox() {
 }
 
 #[test]
+fn writes_are_retried_in_one_place_ours_not_also_the_drivers() {
+    let mut node = FakeNode::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, metrics) = resilient(&node, dir.path());
+    // A write timeout of a batch-log write: the driver's default policy retries it on the
+    // same node, so with it each of our attempts would send the view twice.
+    let batch_log_timeout = scylla_cql::frame::response::error::DbError::WriteTimeout {
+        consistency: scylla::statement::Consistency::LocalQuorum,
+        received: 1,
+        required: 2,
+        write_type: scylla_cql::frame::response::error::WriteType::BatchLog,
+    };
+    node.fail(
+        &INSERT_VIEW,
+        RequestReaction::forge_with_error(batch_log_timeout),
+        None,
+    );
+    store
+        .write_views(&seed_views(1, CLIENT_IP))
+        .expect("spilled");
+    let sent = executes(&node.frames(), &INSERT_VIEW).len();
+    assert_eq!(
+        sent,
+        quick_policy().attempts as usize,
+        "one EXECUTE per attempt of ours"
+    );
+    assert_eq!(
+        metrics.store_retries.get(),
+        u64::from(quick_policy().attempts) - 1
+    );
+    assert_eq!(store.outbox_depth(), 1);
+}
+
+#[test]
 fn a_permanent_error_keeps_the_batch_in_the_outbox() {
     let mut node = FakeNode::start();
     let dir = tempfile::tempdir().expect("temp dir");

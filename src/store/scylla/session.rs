@@ -35,6 +35,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::policies::load_balancing::{DefaultPolicy, LoadBalancingPolicy};
+use scylla::policies::retry::FallthroughRetryPolicy;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, Statement};
 
@@ -153,13 +154,20 @@ impl Cluster {
 
     /// Prepares a write: idempotent (safe to retry), with the configured consistency and
     /// client-side timeout.
+    ///
+    /// The driver does not retry writes (its fall-through policy): the
+    /// [`ResilientStore`](crate::store::ResilientStore) does, with backoff, then spills to
+    /// the outbox, so retries happen in one place instead of the two multiplied.
     pub async fn prepare_write(
         &self,
         session: &Session,
         cql: String,
     ) -> Result<PreparedStatement, StoreError> {
-        self.prepare(session, cql, self.shared.config.write_consistency)
-            .await
+        let mut statement = self
+            .prepare(session, cql, self.shared.config.write_consistency)
+            .await?;
+        statement.set_retry_policy(Some(Arc::new(FallthroughRetryPolicy::new())));
+        Ok(statement)
     }
 
     /// Prepares a read: idempotent, with the configured read consistency and timeout.

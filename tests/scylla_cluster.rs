@@ -153,6 +153,45 @@ fn catalog_round_trips() {
     assert_eq!(catalog.view_count("sintel").expect("count"), 0);
 }
 
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn the_catalog_is_read_again_only_when_its_version_moved() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let mut watcher =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
+    let mut importer =
+        ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
+    let videos = parse_catalog(format!("[{}]", SEED_VIDEO_JSON.replace("12345", "one")).as_bytes())
+        .expect("catalog");
+    importer.upsert_videos(&videos).expect("upsert");
+    assert!(watcher.catalog_changed().expect("version"), "first look");
+    assert_eq!(
+        CatalogSource::load_videos(&mut watcher)
+            .expect("load")
+            .len(),
+        1
+    );
+    assert!(
+        !watcher.catalog_changed().expect("version"),
+        "nothing moved"
+    );
+    let more = parse_catalog(r#"[{"videoId":"two","title":"Two","sources":[]}]"#.as_bytes())
+        .expect("catalog");
+    importer.upsert_videos(&more).expect("upsert");
+    assert!(
+        watcher.catalog_changed().expect("version"),
+        "an import moves it"
+    );
+    assert_eq!(
+        CatalogSource::load_videos(&mut watcher)
+            .expect("load")
+            .len(),
+        2
+    );
+    assert!(!watcher.catalog_changed().expect("version"));
+}
+
 /// The nodes of `SCYLLA_URI`.
 fn nodes() -> Vec<String> {
     config("unused").nodes
@@ -198,7 +237,7 @@ fn the_shipped_schema_script_is_accepted_by_the_engine() {
         &format!("KEYSPACE IF NOT EXISTS {keyspace} "),
     );
     let statements = statements(&script);
-    assert_eq!(statements.len(), 6, "{statements:#?}");
+    assert_eq!(statements.len(), 7, "{statements:#?}");
     let (runtime, session) = raw_session();
     for statement in &statements {
         assert!(statement.contains(&keyspace), "{statement}");

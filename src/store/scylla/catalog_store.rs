@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use scylla::client::session::Session;
 
 use super::refresh::{CachedCounts, CountReads};
-use super::schema::{select_videos_cql, upsert_video_cql};
+use super::schema::{bump_catalog_version_cql, select_videos_cql, upsert_video_cql};
 use super::session::{execution, remote, Cluster};
 use crate::store::StoreError;
 use crate::video::VideoPayload;
@@ -25,6 +25,10 @@ pub struct ScyllaCatalogStore {
     pub(super) count_reads: Option<CountReads>,
     /// What has been read of each video's counts (finished days are not read again).
     pub(super) counts: HashMap<String, CachedCounts>,
+    /// The catalog version the last catalog read saw, and when it was read.
+    pub(super) catalog_seen: Option<(Option<uuid::Uuid>, std::time::Instant)>,
+    /// The version `catalog_changed` read last (taken as seen once the read succeeds).
+    pub(super) catalog_current: Option<uuid::Uuid>,
 }
 
 impl ScyllaCatalogStore {
@@ -33,6 +37,8 @@ impl ScyllaCatalogStore {
             cluster,
             count_reads: None,
             counts: HashMap::new(),
+            catalog_seen: None,
+            catalog_current: None,
         }
     }
 
@@ -88,6 +94,17 @@ impl ScyllaCatalogStore {
                     .await
                     .map_err(execution("insert video"))?;
             }
+            // After the documents: a watcher that sees the new version reads them all.
+            let bump = cluster
+                .prepare_write(
+                    &session,
+                    bump_catalog_version_cql(&cluster.config().keyspace),
+                )
+                .await?;
+            session
+                .execute_unpaged(&bump, ())
+                .await
+                .map_err(execution("mark the catalog changed"))?;
             Ok(videos.len())
         })
     }

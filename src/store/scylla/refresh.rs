@@ -1,8 +1,9 @@
 //! What the catalog watcher reads from ScyllaDB: the catalog, the view counts that every
 //! server adds to, and the daily salts.
 //!
-//! The cluster cannot tell cheaply whether the `videos` table changed, so the catalog is
-//! re-read whole every `--catalog-refresh-ms` (the watcher's pace).
+//! Every `--catalog-refresh-ms` the watcher reads the one row of `catalog_version`, which
+//! the server advances whenever it changes `videos`; the catalog itself is read (paged)
+//! only when the version moved, or every [`FULL_CATALOG_READ_EVERY`] for edits by hand.
 //!
 //! A video's counts are read when a client asked for them and the last read is older than
 //! `--views-cache-ms`, so no request waits for them. A read sums the writers' rows of
@@ -22,11 +23,12 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlDate, CqlValue, Row};
+use scylla::value::{CqlDate, CqlTimeuuid, CqlValue, Row};
 
 use super::catalog_store::ScyllaCatalogStore;
 use super::schema::{
-    agree_salt_cql, cql_date, day_of, delete_salts_cql, select_counts_cql, select_sketches_cql,
+    agree_salt_cql, cql_date, day_of, delete_salts_cql, select_catalog_version_cql,
+    select_counts_cql, select_sketches_cql,
 };
 use super::session::{execution, remote};
 use crate::hll::Sketch;
@@ -38,6 +40,9 @@ use crate::viewer::Salt;
 /// How long a salt agreement waits for a session: it is retried every few seconds, and
 /// must not hold the watcher (or the start) for a whole connect timeout.
 const SALT_GRACE: Duration = Duration::from_secs(1);
+/// How often the whole catalog is read even if its version did not change (an edit of
+/// `videos` by hand, which does not advance `catalog_version`).
+pub const FULL_CATALOG_READ_EVERY: Duration = Duration::from_secs(600);
 /// How often a video's whole count partition is re-read (between, only recent days).
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
 /// Sketch reads in flight at once for one video.
@@ -61,11 +66,34 @@ pub(super) struct CachedCounts {
 
 impl CatalogSource for ScyllaCatalogStore {
     fn catalog_changed(&mut self) -> Result<bool, StoreError> {
-        Ok(true)
+        let session = self.session()?;
+        let cluster = &self.cluster;
+        let current = cluster.block_on(async {
+            let select =
+                cluster.read_statement(select_catalog_version_cql(&cluster.config().keyspace));
+            let result = session
+                .query_unpaged(select, ())
+                .await
+                .map_err(execution("read the catalog version"))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(remote("read the catalog version", false))?;
+            let version = rows
+                .maybe_first_row::<(Option<CqlTimeuuid>,)>()
+                .map_err(remote("read the catalog version", false))?
+                .and_then(|(version,)| version);
+            Ok::<_, StoreError>(version.map(uuid::Uuid::from))
+        })?;
+        self.catalog_current = current;
+        Ok(match self.catalog_seen {
+            None => true,
+            Some((seen, at)) => seen != current || at.elapsed() >= FULL_CATALOG_READ_EVERY,
+        })
     }
 
     fn load_videos(&mut self) -> Result<Vec<StoredVideo>, StoreError> {
         let documents = ScyllaCatalogStore::load_videos(self)?;
+        self.catalog_seen = Some((self.catalog_current, Instant::now()));
         Ok(documents
             .into_iter()
             .map(|(video_id, document)| StoredVideo {

@@ -19,6 +19,9 @@
 //!   one partition, a few rows a day.
 //! - `view_sketches`: each writer's unique-viewer sketch per video and day, likewise.
 //! - `salts`: the daily salts of `--client-ip hash`, agreed by a lightweight transaction.
+//! - `catalog_version`: one row, a new `timeuuid` whenever the server changes `videos`
+//!   (`--catalog`, `video-server import`), so that the watchers re-read the catalog only
+//!   then (and, for hand edits, every [`FULL_CATALOG_READ_EVERY`](super::refresh::FULL_CATALOG_READ_EVERY)).
 //!
 //! Tables of an older version (`views`, `view_rollups`) are left alone and no longer read.
 
@@ -158,12 +161,13 @@ pub fn schema_creation(
 
 /// The tables the store reads and writes, as [`schema_statements`] creates them: what a
 /// server that does not create the schema checks for at connect.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "videos",
     "view_log",
     "view_counts",
     "view_sketches",
     "salts",
+    "catalog_version",
 ];
 
 /// Partitions of one video's raw views per minute and writer: at 100,000 views a second of
@@ -199,6 +203,9 @@ pub fn schema_statements(
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.salts (\n    day date PRIMARY KEY,\n    salt blob\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.catalog_version (\n    id int PRIMARY KEY,\n    version timeuuid\n)"
         ),
     ];
     if view_ttl.is_some() {
@@ -273,6 +280,16 @@ pub fn select_videos_cql(keyspace: &str) -> String {
 
 pub fn upsert_video_cql(keyspace: &str) -> String {
     format!("INSERT INTO {keyspace}.videos (video_id, document) VALUES (?, ?)")
+}
+
+/// Marks the catalog changed: a new version, which every server's watcher sees.
+pub fn bump_catalog_version_cql(keyspace: &str) -> String {
+    format!("INSERT INTO {keyspace}.catalog_version (id, version) VALUES (1, now())")
+}
+
+/// The catalog's version (one row).
+pub fn select_catalog_version_cql(keyspace: &str) -> String {
+    format!("SELECT version FROM {keyspace}.catalog_version WHERE id = 1")
 }
 
 /// A video's per-day totals, every writer's row, from a day on.

@@ -140,6 +140,12 @@ pub trait CatalogSource: Send + 'static {
     /// counted by every server writing to this store.
     fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError>;
 
+    /// The counts of several videos, in the same order; a store that can read them at
+    /// once (bounded) does, so that one slow video does not hold back the others.
+    fn view_counts_of(&mut self, video_ids: &[&str]) -> Vec<Result<VideoCounts, StoreError>> {
+        video_ids.iter().map(|id| self.view_counts(id)).collect()
+    }
+
     /// The views of one video, in all.
     fn view_count(&mut self, video_id: &str) -> Result<u64, StoreError> {
         Ok(self.view_counts(video_id)?.total)

@@ -38,9 +38,8 @@ use crate::viewer::{random_salt, DailySalts};
 const TICK: Duration = Duration::from_millis(100);
 /// At most one warning about a failing source per this long.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-/// Count reads failing in a row after which a refresh pass stops: the store is down, not
-/// one video's partition.
-const STORE_DOWN_AFTER: usize = 3;
+/// Videos whose counts the watcher asks the store for in one call.
+const COUNTS_PER_CALL: usize = 64;
 /// How often the salts are checked once agreed, and retried after a failure.
 const SALTS_EVERY: Duration = Duration::from_secs(60);
 const SALTS_RETRY: Duration = Duration::from_secs(5);
@@ -169,14 +168,15 @@ impl<S: CatalogSource> Watch<S> {
         Ok(())
     }
 
-    /// Re-reads the counts clients asked for whose last read is older than `counts_every`.
-    /// A video whose read fails keeps its request and its counts (with the time they were
-    /// read, which `GET /video/:id/views` reports as `asOf`), and the others are still
-    /// read; [`STORE_DOWN_AFTER`] failures in a row end the pass (the store is down).
+    /// Re-reads the counts clients asked for whose last read is older than `counts_every`,
+    /// [`COUNTS_PER_CALL`] videos per call to the store (which may read them at once). A
+    /// video whose read fails keeps its request and its counts (with the time they were
+    /// read, which `GET /video/:id/views` reports as `asOf`), and is tried again when due;
+    /// the others are still read. A call in which every read failed ends the pass (the
+    /// store is down).
     fn refresh_wanted_counts(&mut self, counts_every: Duration) -> Result<(), StoreError> {
         let current = self.catalog.load();
-        let mut failed_in_a_row = 0;
-        let mut last_error = None;
+        let mut due = Vec::new();
         for entry in current.entries() {
             if !entry.take_count_request() {
                 continue;
@@ -188,30 +188,39 @@ impl<S: CatalogSource> Watch<S> {
             if fresh {
                 // Asked again before its refresh is due: keep the request.
                 entry.want_count();
-                continue;
+            } else {
+                due.push(entry);
             }
-            match self.source.view_counts(entry.video_id()) {
-                Ok(counts) => {
-                    entry.set_persisted_views(counts.total);
-                    entry.set_days(&counts.days);
-                    entry.set_counts_read_at(epoch_millis());
-                    self.counted_at
-                        .insert(entry.video_id().to_owned(), Instant::now());
-                    failed_in_a_row = 0;
-                }
-                Err(error) => {
-                    // Kept wanted, tried again when due, not on every tick.
-                    entry.want_count();
-                    self.counted_at
-                        .insert(entry.video_id().to_owned(), Instant::now());
-                    failed_in_a_row += 1;
-                    last_error = Some(error);
-                    if failed_in_a_row >= STORE_DOWN_AFTER {
-                        break;
+        }
+        let mut last_error = None;
+        let mut chunks = due.chunks(COUNTS_PER_CALL);
+        for chunk in chunks.by_ref() {
+            let ids: Vec<&str> = chunk.iter().map(|entry| entry.video_id()).collect();
+            let results = self.source.view_counts_of(&ids);
+            let mut any_read = false;
+            for (entry, result) in chunk.iter().zip(results) {
+                self.counted_at
+                    .insert(entry.video_id().to_owned(), Instant::now());
+                match result {
+                    Ok(counts) => {
+                        entry.set_persisted_views(counts.total);
+                        entry.set_days(&counts.days);
+                        entry.set_counts_read_at(epoch_millis());
+                        any_read = true;
+                    }
+                    Err(error) => {
+                        // Kept wanted, tried again when due, not on every tick.
+                        entry.want_count();
+                        last_error = Some(error);
                     }
                 }
             }
+            if !any_read {
+                break;
+            }
         }
+        // The videos not reached (the store is down) keep their requests.
+        chunks.flatten().for_each(|entry| entry.want_count());
         last_error.map_or(Ok(()), Err)
     }
 

@@ -47,6 +47,8 @@ pub const FULL_CATALOG_READ_EVERY: Duration = Duration::from_secs(600);
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
 /// Sketch reads in flight at once for one video.
 const SKETCH_READS: usize = 8;
+/// Videos whose counts are read at once.
+pub const COUNT_READS: usize = 16;
 
 /// The count reads, prepared on the session.
 pub(super) struct CountReads {
@@ -107,31 +109,31 @@ impl CatalogSource for ScyllaCatalogStore {
     }
 
     fn view_counts(&mut self, video_id: &str) -> Result<VideoCounts, StoreError> {
-        let session = self.session()?;
-        let cluster = self.cluster.clone();
-        if self.count_reads.is_none() {
-            let keyspace = &cluster.config().keyspace;
-            let reads = cluster.block_on(async {
-                Ok::<_, StoreError>(CountReads {
-                    counts: cluster
-                        .prepare_read(&session, select_counts_cql(keyspace))
-                        .await?,
-                    sketches: cluster
-                        .prepare_read(&session, select_sketches_cql(keyspace))
-                        .await?,
-                })
-            })?;
-            self.count_reads = Some(reads);
-        }
-        let Some(reads) = self.count_reads.as_ref() else {
-            return Err(StoreError::Unreachable {
-                context: "prepare count reads",
+        self.view_counts_of(&[video_id]).pop().unwrap_or_else(|| {
+            Err(StoreError::Unreachable {
+                context: "read view counts",
                 source: None,
-            });
-        };
-        let cached = self.counts.entry(video_id.to_owned()).or_default();
-        cluster.block_on(refresh_counts(&session, reads, video_id, cached))?;
-        Ok(cached.answer())
+            })
+        })
+    }
+
+    fn view_counts_of(&mut self, video_ids: &[&str]) -> Vec<Result<VideoCounts, StoreError>> {
+        match self.read_counts_of(video_ids) {
+            Ok(results) => results,
+            Err(error) => {
+                // No session or no prepared reads: every video gets the same answer.
+                let message = error.to_string();
+                let mut results = vec![Err(error)];
+                results.extend((1..video_ids.len()).map(|_| {
+                    Err(StoreError::Remote {
+                        context: "read view counts",
+                        source: message.clone().into(),
+                        retriable: true,
+                    })
+                }));
+                results
+            }
+        }
     }
 
     fn agree_salt(&mut self, day: i64, proposed: Salt) -> Result<Salt, StoreError> {
@@ -185,6 +187,58 @@ impl CatalogSource for ScyllaCatalogStore {
                 .map(|_| ())
                 .map_err(execution("delete old salts"))
         })
+    }
+}
+
+impl ScyllaCatalogStore {
+    /// Reads the counts of `video_ids`, [`COUNT_READS`] videos at a time; an error here
+    /// (no session, reads not prepared) concerns them all.
+    fn read_counts_of(
+        &mut self,
+        video_ids: &[&str],
+    ) -> Result<Vec<Result<VideoCounts, StoreError>>, StoreError> {
+        let session = self.session()?;
+        let cluster = self.cluster.clone();
+        if self.count_reads.is_none() {
+            let keyspace = &cluster.config().keyspace;
+            let reads = cluster.block_on(async {
+                Ok::<_, StoreError>(CountReads {
+                    counts: cluster
+                        .prepare_read(&session, select_counts_cql(keyspace))
+                        .await?,
+                    sketches: cluster
+                        .prepare_read(&session, select_sketches_cql(keyspace))
+                        .await?,
+                })
+            })?;
+            self.count_reads = Some(reads);
+        }
+        let Some(reads) = self.count_reads.as_ref() else {
+            return Err(StoreError::Unreachable {
+                context: "prepare count reads",
+                source: None,
+            });
+        };
+        // Each video's cache goes with its read, and comes back after.
+        let mut taken: Vec<(&str, CachedCounts)> = video_ids
+            .iter()
+            .map(|id| (*id, self.counts.remove(*id).unwrap_or_default()))
+            .collect();
+        let results: Vec<Result<(), StoreError>> = cluster.block_on(
+            stream::iter(taken.iter_mut())
+                .map(|(video_id, cached)| refresh_counts(&session, reads, video_id, cached))
+                .buffered(COUNT_READS)
+                .collect(),
+        );
+        Ok(taken
+            .into_iter()
+            .zip(results)
+            .map(|((video_id, cached), result)| {
+                let answer = result.map(|()| cached.answer());
+                self.counts.insert(video_id.to_owned(), cached);
+                answer
+            })
+            .collect())
     }
 }
 

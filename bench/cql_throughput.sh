@@ -30,16 +30,7 @@ port=${PORT:-3093}
 "$here/install.sh" wrk
 cargo build --release -q
 
-data_dir="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && stop_server "$server_pid"
-  rm -rf "$data_dir"
-  bash scripts/cql-up.sh down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-eval "$(bash scripts/cql-up.sh up "$nodes")"
+cql_bench_up "$nodes"
 consistency=quorum
 taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$port" \
   --data-dir "$data_dir" --log-level warn --store scylla --scylla-nodes "$SCYLLA_URI" \
@@ -55,10 +46,6 @@ cluster_ticks() {
     total=$((total + $(cpu_ticks "$(cat "target/cql/node$i/pid")")))
   done
   echo "$total"
-}
-metric() {
-  curl -fs "http://127.0.0.1:$port/metrics" |
-    awk -v name="$1" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
 }
 snapshot() {
   echo "$(metric views_accepted_total) $(metric views_persisted_total) $(metric views_dropped_total) \

@@ -32,16 +32,7 @@ if [ ! -x "$cqlsh_dir/bin/cqlsh" ]; then
 fi
 cargo build --release -q
 
-data_dir="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && stop_server "$server_pid"
-  rm -rf "$data_dir"
-  bash scripts/cql-up.sh down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-eval "$(bash scripts/cql-up.sh up 1)"
+cql_bench_up 1
 keyspace="hot_$(date +%s)"
 taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$port" \
   --data-dir "$data_dir" --log-level warn --store scylla --scylla-nodes "$SCYLLA_URI" \
@@ -51,10 +42,6 @@ server_pid=$!
 wait_ready "$port" "$server_pid"
 taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${duration}s" -s bench/wrk/video-many-clients.lua \
   "http://127.0.0.1:$port" >/dev/null
-metric() {
-  curl -fs "http://127.0.0.1:$port/metrics" |
-    awk -v name="$1" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
-}
 # Until the writer has persisted every accepted view, then the count a client is served.
 for _ in $(seq 1 300); do
   [ "$(metric views_persisted_total)" = "$(metric views_accepted_total)" ] && break

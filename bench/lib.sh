@@ -37,3 +37,26 @@ thread_ticks() {
   done
   echo "$total"
 }
+
+# cql_bench_up NODES: a fresh CQL cluster of NODES nodes (scripts/cql-up.sh; exports
+# SCYLLA_URI) and a temporary data directory ($data_dir). On exit, cql_bench_down stops
+# the server ($server_pid) and the sampler ($sampler_pid) if started, and removes both.
+cql_bench_up() {
+  data_dir="$(mktemp -d)"
+  server_pid=""
+  sampler_pid=""
+  trap cql_bench_down EXIT
+  eval "$(bash scripts/cql-up.sh up "$1")"
+}
+cql_bench_down() {
+  if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; fi
+  if [ -n "$server_pid" ]; then stop_server "$server_pid"; fi
+  rm -rf "$data_dir"
+  bash scripts/cql-up.sh down >/dev/null 2>&1 || true
+}
+
+# metric NAME: a value from the /metrics of the server on $port (0 if it has none).
+metric() {
+  curl -fs "http://127.0.0.1:$port/metrics" |
+    awk -v name="$1" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
+}

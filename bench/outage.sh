@@ -36,28 +36,13 @@ openloop="$here/openloop/target/release/openloop"
 mkdir -p "$here/results"
 csv="$here/results/outage-$(date +%Y%m%d-%H%M%S).csv"
 
-data_dir="$(mktemp -d)"
-server_pid=""
-sampler_pid=""
-cleanup() {
-  [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null || true
-  [ -n "$server_pid" ] && stop_server "$server_pid"
-  rm -rf "$data_dir"
-  bash scripts/cql-up.sh down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-eval "$(bash scripts/cql-up.sh up 1)"
+cql_bench_up 1
 taskset -c "$SERVER_CPU" target/release/video-server --listen "127.0.0.1:$port" \
   --data-dir "$data_dir" --log-level warn --store scylla --scylla-nodes "$SCYLLA_URI" \
   --scylla-keyspace "outage_$(date +%s)" --client-ip hash 2>"$data_dir/server.log" &
 server_pid=$!
 wait_ready "$port" "$server_pid"
 
-metric() {
-  curl -fs "http://127.0.0.1:$port/metrics" |
-    awk -v name="$1" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
-}
 metrics_line() {
   curl -fs "http://127.0.0.1:$port/metrics" | awk '
     $1 == "views_accepted_total" { a = $2 } $1 == "views_persisted_total" { p = $2 }

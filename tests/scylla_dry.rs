@@ -404,7 +404,10 @@ fn healthy_rules(
         ));
     }
     rules.push(RequestRule(
-        Condition::RequestOpcode(RequestOpcode::Execute),
+        Condition::or(
+            Condition::RequestOpcode(RequestOpcode::Execute),
+            Condition::RequestOpcode(RequestOpcode::Batch),
+        ),
         fb(forge(|frame| void(&frame))),
     ));
     // Anything else would be silently dropped and hang the driver: refuse it loudly.
@@ -580,6 +583,40 @@ fn decode_execute(frame: &RequestFrame) -> Execute {
         consistency,
         values,
     }
+}
+
+/// A BATCH frame, decoded: its type and, per statement, the prepared id and raw values.
+struct BatchFrame {
+    kind: u8,
+    statements: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+}
+
+fn decode_batch(frame: &RequestFrame) -> BatchFrame {
+    let body = &frame.body[..];
+    let kind = body[0];
+    let count = u16::from_be_bytes([body[1], body[2]]);
+    let mut at = 3;
+    let mut statements = Vec::new();
+    for _ in 0..count {
+        assert_eq!(body[at], 1, "a prepared statement");
+        at += 1;
+        let id_len = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+        at += 2;
+        let id = body[at..at + id_len].to_vec();
+        at += id_len;
+        let values_count = u16::from_be_bytes([body[at], body[at + 1]]);
+        at += 2;
+        let mut values = Vec::new();
+        for _ in 0..values_count {
+            let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+            at += 4;
+            let len = usize::try_from(len).expect("non-null value");
+            values.push(body[at..at + len].to_vec());
+            at += len;
+        }
+        statements.push((id, values));
+    }
+    BatchFrame { kind, statements }
 }
 
 fn long_string(frame: &RequestFrame) -> String {
@@ -1158,6 +1195,47 @@ fn writes_are_retried_in_one_place_ours_not_also_the_drivers() {
         u64::from(quick_policy().attempts) - 1
     );
     assert_eq!(store.outbox_depth(), 1);
+}
+
+#[test]
+fn rows_of_one_partition_go_in_one_unlogged_batch() {
+    let mut node = FakeNode::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, _) = resilient(&node, dir.path());
+    // 640 views in one flush: 64 shards of about 10 rows each (a minute boundary may split
+    // some).
+    store
+        .write_views(&seed_views(640, CLIENT_IP))
+        .expect("write");
+    let frames = node.frames();
+    let batches: Vec<BatchFrame> = frames
+        .iter()
+        .filter(|frame| frame.opcode == RequestOpcode::Batch)
+        .map(decode_batch)
+        .collect();
+    let singles = executes(&frames, &INSERT_VIEW);
+    let mut ids: HashSet<Vec<u8>> = singles.iter().map(|row| row.values[4].clone()).collect();
+    for batch in &batches {
+        assert_eq!(batch.kind, 1, "unlogged");
+        let partition = |values: &Vec<Vec<u8>>| values[..4].to_vec();
+        let first = partition(&batch.statements[0].1);
+        for (id, values) in &batch.statements {
+            assert_eq!(id, INSERT_VIEW.id);
+            assert_eq!(partition(values), first, "one partition per batch");
+            ids.insert(values[4].clone());
+        }
+    }
+    let rows_sent = singles.len()
+        + batches
+            .iter()
+            .map(|batch| batch.statements.len())
+            .sum::<usize>();
+    assert_eq!((rows_sent, ids.len()), (640, 640), "every view sent once");
+    let requests = batches.len() + singles.len();
+    assert!(
+        (64..=130).contains(&requests),
+        "{requests} requests for 640 rows in 64 shards"
+    );
 }
 
 #[test]

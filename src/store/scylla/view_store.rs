@@ -12,11 +12,13 @@
 //! The writer never waits for a connection: with no session after `CONNECT_GRACE`, a
 //! write fails as `Unreachable` and the resilient store keeps the flush in its outbox.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlTimeuuid};
 
@@ -36,7 +38,26 @@ struct Prepared {
     insert_view: PreparedStatement,
     insert_count: PreparedStatement,
     insert_sketch: PreparedStatement,
+    /// An unlogged batch with the write settings and no statement yet: rows of one
+    /// partition are appended to a copy and sent together.
+    view_batch: Batch,
 }
+
+/// Rows of one `view_log` partition sent in one unlogged batch, at most (a batch of one
+/// partition is applied as one mutation; 32 rows of about 100 bytes stay under the
+/// engine's 5 KiB batch-size warning).
+pub const ROWS_PER_BATCH: usize = 32;
+
+/// The bind values of one view row.
+pub type ViewRow<'a> = (
+    &'a str,
+    CqlTimestamp,
+    i64,
+    i32,
+    CqlTimeuuid,
+    String,
+    CqlTimestamp,
+);
 
 /// Writes flushes of views to the cluster.
 pub struct ScyllaViewStore {
@@ -58,11 +79,19 @@ impl ScyllaViewStore {
     }
 
     async fn prepare(cluster: &Cluster, session: &Session) -> Result<Prepared, StoreError> {
-        let keyspace = &cluster.config().keyspace;
+        let config = cluster.config();
+        let keyspace = &config.keyspace;
+        let insert_view = cluster
+            .prepare_write(session, insert_view_cql(keyspace))
+            .await?;
+        let mut view_batch = Batch::new(BatchType::Unlogged);
+        view_batch.set_consistency(config.write_consistency);
+        view_batch.set_is_idempotent(true);
+        view_batch.set_request_timeout(Some(config.request_timeout));
+        view_batch.set_retry_policy(insert_view.get_retry_policy().cloned());
         Ok(Prepared {
-            insert_view: cluster
-                .prepare_write(session, insert_view_cql(keyspace))
-                .await?,
+            view_batch,
+            insert_view,
             insert_count: cluster
                 .prepare_write(session, insert_count_cql(keyspace))
                 .await?,
@@ -78,12 +107,19 @@ impl ScyllaViewStore {
         flush: &Flush,
         max_in_flight: usize,
     ) -> Result<(), ExecutionError> {
-        stream::iter(flush.views.iter().map(Ok))
-            .try_for_each_concurrent(max_in_flight, |view: &PendingView| async move {
-                session
-                    .execute_unpaged(&prepared.insert_view, view_row(view))
-                    .await
-                    .map(|_| ())
+        stream::iter(partition_chunks(&flush.views).into_iter().map(Ok))
+            .try_for_each_concurrent(max_in_flight, |rows: Vec<ViewRow<'_>>| async move {
+                if let [row] = rows.as_slice() {
+                    return session
+                        .execute_unpaged(&prepared.insert_view, row)
+                        .await
+                        .map(|_| ());
+                }
+                let mut batch = prepared.view_batch.clone();
+                for _ in 0..rows.len() {
+                    batch.append_statement(prepared.insert_view.clone());
+                }
+                session.batch(&batch, rows).await.map(|_| ())
             })
             .await?;
         stream::iter(flush.counts.iter().map(Ok))
@@ -127,19 +163,32 @@ impl RemoteViewStore for ScyllaViewStore {
     }
 }
 
+/// The view rows of a flush, grouped by partition, in chunks of at most
+/// [`ROWS_PER_BATCH`]: a chunk of one row is sent alone, a longer one as an unlogged batch.
+fn partition_chunks(views: &[PendingView]) -> Vec<Vec<ViewRow<'_>>> {
+    let mut partitions: HashMap<(&str, i64, i64, i32), Vec<ViewRow<'_>>> = HashMap::new();
+    for view in views {
+        let row = view_row(view);
+        partitions
+            .entry((row.0, row.1 .0, row.2, row.3))
+            .or_default()
+            .push(row);
+    }
+    let mut chunks = Vec::with_capacity(partitions.len());
+    for (_, mut rows) in partitions {
+        while rows.len() > ROWS_PER_BATCH {
+            let rest = rows.split_off(ROWS_PER_BATCH);
+            chunks.push(rows);
+            rows = rest;
+        }
+        chunks.push(rows);
+    }
+    chunks
+}
+
 /// The bind values of one view row: its partition (video, minute, writer, shard) comes
 /// from the view's own fields and id, so every retry and replay writes the same row.
-pub fn view_row(
-    view: &PendingView,
-) -> (
-    &str,
-    CqlTimestamp,
-    i64,
-    i32,
-    CqlTimeuuid,
-    String,
-    CqlTimestamp,
-) {
+pub fn view_row(view: &PendingView) -> ViewRow<'_> {
     const MINUTE_MS: i64 = 60_000;
     let minute = view.timestamp_ms - view.timestamp_ms.rem_euclid(MINUTE_MS);
     let bytes = view.id.as_bytes();
@@ -164,6 +213,36 @@ pub fn view_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_is_sent_as_one_chunk_per_partition_of_at_most_rows_per_batch() {
+        let view = |shard: u16, video: &str| PendingView {
+            id: uuid::Uuid::new_v1(
+                uuid::Timestamp::from_unix(
+                    uuid::timestamp::context::ContextV1::new(shard),
+                    1_795_000_000,
+                    0,
+                ),
+                &[0, 0, 0, 0, 1, 2],
+            ),
+            video_id: video.into(),
+            viewer: crate::viewer::Viewer::Hashed([1; 16]),
+            timestamp_ms: 1_795_000_000_000,
+        };
+        // 70 views of one partition, 1 of another shard, 1 of another video.
+        let mut views: Vec<PendingView> = (0..70).map(|_| view(5, "a")).collect();
+        views.push(view(6, "a"));
+        views.push(view(5, "b"));
+        let mut sizes: Vec<usize> = partition_chunks(&views).iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, vec![1, 1, 6, ROWS_PER_BATCH, ROWS_PER_BATCH]);
+        for chunk in partition_chunks(&views) {
+            let first = (chunk[0].0, chunk[0].1 .0, chunk[0].2, chunk[0].3);
+            assert!(chunk
+                .iter()
+                .all(|row| (row.0, row.1 .0, row.2, row.3) == first));
+        }
+    }
 
     #[test]
     fn view_rows_land_on_their_minute_and_writer_and_spread_over_shards() {

@@ -32,7 +32,12 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Outbox { action }) => {
-            let text = video_server::app::outbox(&config, *action).context("outbox")?;
+            let text = video_server::app::outbox(&config, *action).with_context(|| {
+                format!(
+                    "video-server outbox (--data-dir {})",
+                    config.data_dir.display()
+                )
+            })?;
             print!("{text}");
             return Ok(());
         }

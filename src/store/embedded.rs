@@ -426,16 +426,7 @@ impl ViewStore for EmbeddedStore {
         // Per (video, day): the views this batch adds, and the sketch with its clients.
         // Merging into the cached sketch before the commit is safe: adding the same
         // clients again on a retry leaves a sketch unchanged.
-        let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
-        let mut groups: Vec<((&str, i64), Vec<Viewer>)> = Vec::new();
-        for view in views {
-            let key = (view.video_id, utc_day(view.timestamp_ms));
-            let group = *group_of.entry(key).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
-            groups[group].1.push(view.viewer);
-        }
+        let groups = super::group_by_video_day(views);
         let mut updates = Vec::with_capacity(groups.len());
         let mut sketches = Vec::with_capacity(groups.len());
         for ((video_id, day), clients) in &groups {

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::outbox::PendingView;
-use super::{utc_day, ViewRecord};
+use super::{group_by_video_day, utc_day, ViewRecord};
 use crate::hll::Sketch;
 
 /// One writer's totals for one video and day, as a store writes them.
@@ -82,37 +82,32 @@ impl CountLedger {
     /// Adds a batch to the totals, and returns the rows that now hold them, one per
     /// (video, day) the batch touched. Call it once per batch.
     pub fn account(&mut self, views: &[ViewRecord<'_>]) -> Vec<CountRow> {
-        let mut touched: Vec<(&str, i64)> = Vec::new();
-        for view in views {
-            let day = utc_day(view.timestamp_ms);
-            let key = (Box::<str>::from(view.video_id), day);
-            let forgotten = self.newest_day.is_some_and(|newest| day < newest - 1);
+        let groups = group_by_video_day(views);
+        let mut rows = Vec::with_capacity(groups.len());
+        for ((video_id, day), viewers) in &groups {
+            let forgotten = self.newest_day.is_some_and(|newest| *day < newest - 1);
             let writer_id = self.writer_id;
-            let tally = self.tallies.entry(key).or_insert_with(|| Tally {
-                writer_id: if forgotten { Uuid::new_v4() } else { writer_id },
-                views: 0,
-                sketch: Sketch::new(),
-            });
-            tally.views += 1;
-            tally.sketch.insert(view.viewer.key().bytes());
-            if !touched.contains(&(view.video_id, day)) {
-                touched.push((view.video_id, day));
+            let tally = self
+                .tallies
+                .entry((Box::from(*video_id), *day))
+                .or_insert_with(|| Tally {
+                    writer_id: if forgotten { Uuid::new_v4() } else { writer_id },
+                    views: 0,
+                    sketch: Sketch::new(),
+                });
+            tally.views += viewers.len() as u64;
+            for viewer in viewers {
+                tally.sketch.insert(viewer.key().bytes());
             }
+            rows.push(CountRow {
+                video_id: (*video_id).to_owned(),
+                day: *day,
+                writer_id: tally.writer_id,
+                views: tally.views,
+                sketch: tally.sketch.to_bytes(),
+            });
         }
-        let rows = touched
-            .iter()
-            .filter_map(|(video_id, day)| {
-                let tally = self.tallies.get(&(Box::<str>::from(*video_id), *day))?;
-                Some(CountRow {
-                    video_id: (*video_id).to_owned(),
-                    day: *day,
-                    writer_id: tally.writer_id,
-                    views: tally.views,
-                    sketch: tally.sketch.to_bytes(),
-                })
-            })
-            .collect();
-        if let Some(batch_newest) = touched.iter().map(|(_, day)| *day).max() {
+        if let Some(batch_newest) = groups.iter().map(|((_, day), _)| *day).max() {
             let newest = self
                 .newest_day
                 .map_or(batch_newest, |n| n.max(batch_newest));

@@ -41,6 +41,23 @@ pub struct ViewRecord<'a> {
     pub timestamp_ms: i64,
 }
 
+/// The views of a batch grouped by (video, UTC day), in order of first appearance, with
+/// their viewers: what both stores count per day.
+pub fn group_by_video_day<'a>(views: &[ViewRecord<'a>]) -> Vec<((&'a str, i64), Vec<Viewer>)> {
+    let mut group_of: std::collections::HashMap<(&str, i64), usize> =
+        std::collections::HashMap::new();
+    let mut groups: Vec<((&str, i64), Vec<Viewer>)> = Vec::new();
+    for view in views {
+        let key = (view.video_id, utc_day(view.timestamp_ms));
+        let group = *group_of.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[group].1.push(view.viewer);
+    }
+    groups
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970): the time base of
 /// [`ViewRecord::timestamp_ms`].
 pub fn epoch_millis() -> i64 {

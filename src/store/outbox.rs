@@ -381,15 +381,7 @@ impl Outbox {
         transaction
             .commit()
             .map_err(sqlite("commit outbox append"))?;
-        self.depth += flush.views.len() as u64;
-        self.pending_counts = self
-            .connection
-            .query_row("SELECT COUNT(*) FROM outbox_counts", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|rows| u64::try_from(rows).unwrap_or(0))
-            .map_err(sqlite("outbox count rows"))?;
-        Ok(())
+        self.recount()
     }
 
     /// The oldest flushes, whole, at most `max_flushes` of them.

@@ -762,6 +762,14 @@ impl Service for VideoApi {
     fn connection_closed(&self) {
         self.metrics.connections_open.dec();
     }
+
+    fn connection_parked(&self, parked: bool) {
+        if parked {
+            self.metrics.connections_parked.inc();
+        } else {
+            self.metrics.connections_parked.dec();
+        }
+    }
 }
 
 /// The API described in OpenAPI 3 (`docs/openapi.json`), served at `/openapi.json`.

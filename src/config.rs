@@ -149,6 +149,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 
+    /// A keep-alive connection with no request for this many milliseconds gives up its
+    /// coroutine and buffers and waits in the idle keeper (one epoll set) for the rest of
+    /// its idle time, holding only its socket: a few hundred bytes per idle viewer instead
+    /// of a stack and buffers. Its next request costs one wake-up more. 0: never.
+    #[arg(long, env = "VIDEO_SERVER_PARK_IDLE_MS", default_value_t = 1_000)]
+    pub park_idle_ms: u64,
+
+    /// Stack of each connection coroutine, in bytes (rounded down to whole machine
+    /// words). Only the pages a request touches become resident. The default is 4.7 times
+    /// the deepest request path of the release build (13.8 KiB; tests/stack_depth.rs). A
+    /// size that is an odd number of words makes the runtime print each coroutine's peak
+    /// stack use when it ends: a diagnostic.
+    #[arg(long, env = "VIDEO_SERVER_STACK_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(16 * 1024..=8 * 1024 * 1024))]
+    pub stack_bytes: u64,
+
     /// Time a client has to send a whole request (headers and body) once its first byte
     /// arrived; a slower client gets 408. Protects against slow-header attacks.
     #[arg(long, alias = "header-timeout-ms", env = "VIDEO_SERVER_REQUEST_TIMEOUT_MS",
@@ -449,10 +465,12 @@ impl Config {
                 max_body_bytes: self.max_body_bytes as usize,
             },
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            park_after: (self.park_idle_ms > 0).then(|| Duration::from_millis(self.park_idle_ms)),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             workers: self.workers.map_or(defaults.workers, usize::from),
             pin_workers: !self.no_pin,
-            stack_bytes: defaults.stack_bytes,
+            stack_bytes: usize::try_from(self.stack_bytes).unwrap_or(defaults.stack_bytes),
+            coroutine_pool: defaults.coroutine_pool,
             max_buffered_bytes: self
                 .max_buffered_bytes
                 .map_or(defaults.max_buffered_bytes, |bytes| {

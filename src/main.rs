@@ -12,7 +12,29 @@ use video_server::{App, Config};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`: its index in the option enum of the mimalloc v3
+/// that libmimalloc-sys 0.1.49 builds (the crate exports no constant for it; the index is
+/// the one `MIMALLOC_PURGE_DELAY` changes).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Its default in that build (milliseconds). Only an option reading exactly this is
+/// changed: another mimalloc, or an operator's own `MIMALLOC_PURGE_DELAY`, is left alone.
+const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1_000;
+
+/// Memory freed by a thread is given back to the OS at once rather than after a second:
+/// mimalloc runs a delayed purge only on that thread's next allocation, so a worker that
+/// served a burst of connections and then went quiet (its connections parked) would hold
+/// their freed buffers resident for good.
+fn purge_freed_memory_at_once() {
+    // SAFETY: reading an allocator option has no memory-safety precondition.
+    let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    if delay == MI_PURGE_DELAY_DEFAULT {
+        // SAFETY: as above; it runs before any other thread starts.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    purge_freed_memory_at_once();
     let config = Config::parse();
     // The runtime logs every socket it registers at info; keep it to warnings unless the
     // operator's own directives say otherwise (later directives win).

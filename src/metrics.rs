@@ -32,6 +32,8 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections accepted since start.
     pub connections_accepted: IntCounter,
+    /// Open connections idle long enough to be parked (no coroutine, no buffers).
+    pub connections_parked: IntGauge,
     /// Views queued on the bus (dropped ones are not counted here).
     pub views_accepted: IntCounter,
     /// Views committed by the store.
@@ -130,6 +132,10 @@ impl Metrics {
                 "http_connections_accepted_total",
                 "Connections accepted since start",
             )?,
+            connections_parked: IntGauge::new(
+                "http_connections_parked",
+                "Open connections idle past --park-idle-ms, held without a coroutine or buffers",
+            )?,
             views_accepted: IntCounter::new(
                 "views_accepted_total",
                 "Views recorded by GET /video/:videoId and queued for the store",
@@ -195,6 +201,7 @@ impl Metrics {
         registry.register(Box::new(latency_vec))?;
         registry.register(Box::new(self.connections_open.clone()))?;
         registry.register(Box::new(self.connections_accepted.clone()))?;
+        registry.register(Box::new(self.connections_parked.clone()))?;
         registry.register(Box::new(self.views_accepted.clone()))?;
         registry.register(Box::new(self.views_persisted.clone()))?;
         registry.register(Box::new(self.views_dropped.clone()))?;

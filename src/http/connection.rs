@@ -135,6 +135,19 @@ impl Drop for InputBuffer<'_> {
     }
 }
 
+/// How a connection's coroutine ended.
+pub(super) enum Ended<G> {
+    /// The connection is closed (or closing: its socket goes with the coroutine).
+    Closed,
+    /// The client sent nothing for the park delay: the connection is still open, and its
+    /// socket and bookkeeping are handed back to be held without a coroutine.
+    Idle {
+        guard: G,
+        stream: TcpStream,
+        idle_since: Instant,
+    },
+}
+
 /// What the connection does after processing what is buffered.
 enum Next {
     /// Read more; the partial request (if any) will occupy this many bytes in total.
@@ -149,7 +162,7 @@ enum Next {
 /// it is dropped first (on return and on unwinding alike): the server forgets the socket
 /// before it is closed, and never touches a closed (or reused) descriptor.
 pub(super) struct Connection<'a, S: Service, G> {
-    _guard: G,
+    guard: G,
     stream: TcpStream,
     peer: SocketAddr,
     service: &'a S,
@@ -181,6 +194,8 @@ pub(super) struct Shared<'a> {
     pub idle: &'a IdleMark,
     /// What idle times count from.
     pub epoch: Instant,
+    /// A new socket (its options still to set), not one resumed after parking.
+    pub fresh: bool,
 }
 
 impl<'a, S: Service, G> Connection<'a, S, G> {
@@ -191,11 +206,13 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         service: &'a S,
         shared: Shared<'a>,
     ) -> Self {
-        // Responses are written whole; Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(shared.config.idle_timeout));
+        if shared.fresh {
+            // Responses are written whole; Nagle would only delay them.
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_write_timeout(Some(shared.config.idle_timeout));
+        }
         Connection {
-            _guard: guard,
+            guard,
             stream,
             peer,
             service,
@@ -212,29 +229,34 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         }
     }
 
-    /// Serves the connection until it closes.
-    pub(super) fn run(mut self) {
+    /// Serves the connection until it closes, or until it has waited the park delay for
+    /// a request: then it is handed back ([`Ended::Idle`]) with none of its buffers.
+    pub(super) fn run(mut self) -> Ended<G> {
         loop {
             let next = self.process_buffered();
             if let Next::Close { linger } = next {
                 if self.flush().is_ok() && linger {
                     self.linger();
                 }
-                return;
+                return Ended::Closed;
             }
             if self.flush().is_err() {
-                return;
+                return Ended::Closed;
             }
             if self.stopping.load(Ordering::Acquire) && self.input.is_empty() {
-                return;
+                return Ended::Closed;
             }
-            let Next::Read { total } = next else { return };
+            let Next::Read { total } = next else {
+                return Ended::Closed;
+            };
             let waiting = self.input.is_empty();
             if waiting {
                 self.idle.set_idle(self.epoch);
             }
             let filled = self.fill(total);
-            if waiting {
+            if waiting && matches!(filled, Ok(count) if count > 0) {
+                // Still idle otherwise: a connection parked after its wait timed out is
+                // the cap's to close.
                 self.idle.set_busy();
             }
             match filled {
@@ -246,7 +268,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                         ));
                         let _ = self.flush();
                     }
-                    return;
+                    return Ended::Closed;
                 }
                 Ok(_) => {}
                 Err(ReadError::OverBudget) => {
@@ -254,7 +276,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                     if self.flush().is_ok() {
                         self.linger();
                     }
-                    return;
+                    return Ended::Closed;
                 }
                 Err(ReadError::Io(error))
                     if matches!(
@@ -267,11 +289,28 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                         if self.flush().is_ok() {
                             self.linger();
                         }
+                        return Ended::Closed;
                     }
-                    return;
+                    return self.idle_end();
                 }
-                Err(_) => return,
+                Err(_) => return Ended::Closed,
             }
+        }
+    }
+
+    /// The wait for a request timed out: park the connection if that was the park delay,
+    /// close it if it was the idle timeout.
+    fn idle_end(self) -> Ended<G> {
+        match self.config.park_after {
+            Some(park_after) if park_after < self.config.idle_timeout => {
+                let now = Instant::now();
+                Ended::Idle {
+                    guard: self.guard,
+                    stream: self.stream,
+                    idle_since: now.checked_sub(park_after).unwrap_or(now),
+                }
+            }
+            _ => Ended::Closed,
         }
     }
 
@@ -372,7 +411,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
     /// Reads more input, with the timeout that applies to the connection's state.
     fn fill(&mut self, total: usize) -> Result<usize, ReadError> {
         let timeout = match self.request_started {
-            None => self.config.idle_timeout,
+            None => self.config.idle_wait(),
             Some(started) => {
                 let remaining = self
                     .config

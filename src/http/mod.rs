@@ -3,6 +3,9 @@
 //! ```text
 //!  listener ──accept──▶ connection coroutine (one per client, buffers of its own)
 //!                         read ─▶ request::parse ─▶ Service::call ─▶ Response::write_to ─▶ write
+//!                           │ no request for `park_after` ▲ its client writes again
+//!                           ▼                              │
+//!                         idle keeper (socket only: no coroutine, no buffers)
 //! ```
 //!
 //! `may_minihttp` showed how lean a coroutine server can be, but it cannot face real
@@ -20,6 +23,7 @@ mod budget;
 pub mod conditional;
 mod connection;
 mod date;
+mod keeper;
 pub mod limits;
 pub mod request;
 pub mod response;
@@ -51,6 +55,10 @@ pub trait Service: Send + Sync + 'static {
 
     /// Told when a connection closes.
     fn connection_closed(&self) {}
+
+    /// Told when an idle connection is parked (`true`: it gave up its coroutine and
+    /// buffers) and when it leaves the keeper (its client wrote, or it is closing).
+    fn connection_parked(&self, _parked: bool) {}
 }
 
 /// How the HTTP layer runs.
@@ -59,6 +67,10 @@ pub struct HttpConfig {
     pub limits: Limits,
     /// How long a keep-alive connection may sit with no request before it is closed.
     pub idle_timeout: Duration,
+    /// How long a connection waits for its next request in its own coroutine before it
+    /// is parked in the idle keeper (no coroutine, no buffers) for the rest of its idle
+    /// time; `None`: never parked.
+    pub park_after: Option<Duration>,
     /// How long a client may take to send one whole request once its first byte arrived
     /// (slow-header and slow-body protection); past it the client gets a 408.
     pub request_timeout: Duration,
@@ -68,6 +80,10 @@ pub struct HttpConfig {
     pub pin_workers: bool,
     /// Stack size of each coroutine, in bytes.
     pub stack_bytes: usize,
+    /// Finished coroutines whose stacks the runtime keeps for reuse. Each holds the stack
+    /// pages its last request touched, so this bounds what a burst of connections that
+    /// then park leaves resident (may's default, 1,000, is 10–15 MiB).
+    pub coroutine_pool: usize,
     /// Request buffer memory all connections together may hold; a request that needs more
     /// gets a 503.
     pub max_buffered_bytes: usize,
@@ -80,15 +96,28 @@ pub struct HttpConfig {
     pub max_connections: Option<usize>,
 }
 
+impl HttpConfig {
+    /// How long a connection's coroutine waits for the next request before it ends: at
+    /// the idle timeout the connection closes, at the park delay it is parked.
+    fn idle_wait(&self) -> Duration {
+        match self.park_after {
+            Some(park_after) => park_after.min(self.idle_timeout),
+            None => self.idle_timeout,
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(60),
+            park_after: Some(Duration::from_secs(1)),
             request_timeout: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             pin_workers: true,
             stack_bytes: 64 * 1024,
+            coroutine_pool: 256,
             max_buffered_bytes: budget::default_limit(),
             linger: Duration::from_secs(5),
             linger_bytes: 64 << 20,

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::budget::BufferBudget;
-use super::connection::{Connection, Shared};
+use super::connection::{Connection, Ended, Shared};
+use super::keeper::{IdleKeeper, Parkable};
 use super::limits::{self, IdleMark, QuietLog};
 use super::{HttpConfig, Service};
 use crate::backoff::{Backoff, Jitter};
@@ -53,6 +54,9 @@ struct ServerState {
     epoch: Instant,
     /// The most connections open at once.
     max_connections: usize,
+    config: HttpConfig,
+    /// Holds connections idle past the park delay, without their coroutines.
+    keeper: IdleKeeper,
 }
 
 /// A running server.
@@ -79,6 +83,8 @@ pub enum StartError {
     },
     #[error("cannot start the accept loop: {0}")]
     Spawn(io::Error),
+    #[error("cannot start the idle connection keeper: {0}")]
+    Keeper(io::Error),
 }
 
 /// Configures the runtime. Only the first call has an effect: `may` reads its
@@ -87,6 +93,7 @@ fn configure_runtime(config: &HttpConfig) {
     may::config()
         .set_workers(config.workers)
         .set_stack_size(config.stack_bytes / std::mem::size_of::<usize>())
+        .set_pool_capacity(config.coroutine_pool)
         .set_worker_pin(config.pin_workers);
 }
 
@@ -139,6 +146,7 @@ pub fn start<S: Service>(
     let local_addr = listener
         .local_addr()
         .map_err(|error| StartError::Bind { address, error })?;
+    let keeper = IdleKeeper::start(config.idle_timeout).map_err(StartError::Keeper)?;
     let state = Arc::new(ServerState {
         stopping: AtomicBool::new(false),
         open_connections: AtomicUsize::new(0),
@@ -147,10 +155,11 @@ pub fn start<S: Service>(
         budget: BufferBudget::new(config.max_buffered_bytes),
         epoch: Instant::now(),
         max_connections,
+        config,
+        keeper,
     });
-    let config = Arc::new(config);
     let acceptor_state = Arc::clone(&state);
-    let accept_loop = move || accept_loop(listener, acceptor_state, config, service);
+    let accept_loop = move || accept_loop(listener, acceptor_state, service);
     // SAFETY: `may` requires that a coroutine not keep thread-local references across
     // yields, since it may resume on another worker thread. The accept loop and the
     // connections it spawns use no thread-local storage; the shared caches they need
@@ -175,7 +184,6 @@ const ACCEPT_BACKOFF_CAP: Duration = Duration::from_secs(1);
 fn accept_loop<S: Service>(
     listener: may::net::TcpListener,
     state: Arc<ServerState>,
-    config: Arc<HttpConfig>,
     service: Arc<S>,
 ) {
     let mut accept_errors = QuietLog::new();
@@ -229,38 +237,90 @@ fn accept_loop<S: Service>(
         );
         state.open_connections.fetch_add(1, Ordering::AcqRel);
         service.connection_opened();
-        let (state, config, service) = (
-            Arc::clone(&state),
-            Arc::clone(&config),
-            Arc::clone(&service),
-        );
-        let serve = move || {
-            // Bookkeeping runs on drop, before the socket closes, so a connection whose
-            // coroutine unwinds (a panic caught by the runtime, a cancellation) is still
-            // forgotten and counted closed, and shutdown does not wait for it.
-            let registration = Registration {
+        let connection = OpenConnection {
+            registration: Registration {
                 id,
-                state: &state,
-                service: &*service,
-            };
-            Connection::new(
-                registration,
-                stream,
-                peer,
-                &*service,
-                Shared {
-                    config: &config,
-                    stopping: &state.stopping,
-                    budget: &state.budget,
-                    idle: &idle,
-                    epoch: state.epoch,
-                },
-            )
-            .run();
+                state: Arc::clone(&state),
+                service: Arc::clone(&service),
+                idle,
+            },
+            stream,
+            peer,
         };
         // SAFETY: as for the accept loop: connection code keeps no thread-local
         // references across yields.
-        unsafe { may::coroutine::spawn(serve) };
+        unsafe { may::coroutine::spawn(move || serve(connection, true)) };
+    }
+}
+
+/// An open connection, between coroutines: at accept, and while parked.
+struct OpenConnection<S: Service> {
+    /// Declared before the socket, so it is dropped first: the server forgets the socket
+    /// before it closes.
+    registration: Registration<S>,
+    stream: may::net::TcpStream,
+    peer: SocketAddr,
+}
+
+/// Serves `connection` in the calling coroutine until it closes or goes idle long enough
+/// to be parked. `fresh`: just accepted (its socket options are still to set).
+fn serve<S: Service>(connection: OpenConnection<S>, fresh: bool) {
+    let OpenConnection {
+        registration,
+        stream,
+        peer,
+    } = connection;
+    let state = Arc::clone(&registration.state);
+    let service = Arc::clone(&registration.service);
+    let idle = Arc::clone(&registration.idle);
+    // The registration goes into the connection as its guard: its bookkeeping runs on
+    // drop, before the socket closes, so a connection whose coroutine unwinds (a panic
+    // caught by the runtime, a cancellation) is still forgotten and counted closed, and
+    // shutdown does not wait for it.
+    let ended = Connection::new(
+        registration,
+        stream,
+        peer,
+        &*service,
+        Shared {
+            config: &state.config,
+            stopping: &state.stopping,
+            budget: &state.budget,
+            idle: &idle,
+            epoch: state.epoch,
+            fresh,
+        },
+    )
+    .run();
+    if let Ended::Idle {
+        guard,
+        stream,
+        idle_since,
+    } = ended
+    {
+        let parked = OpenConnection {
+            registration: guard,
+            stream,
+            peer,
+        };
+        state.keeper.park(Box::new(parked), idle_since);
+    }
+}
+
+impl<S: Service> Parkable for OpenConnection<S> {
+    fn socket(&self) -> &may::net::TcpStream {
+        &self.stream
+    }
+
+    fn resume(self: Box<Self>) {
+        let connection = *self;
+        // SAFETY: as for the accept loop: connection code keeps no thread-local
+        // references across yields.
+        unsafe { may::coroutine::spawn(move || serve(connection, false)) };
+    }
+
+    fn set_parked(&self, parked: bool) {
+        self.registration.service.connection_parked(parked);
     }
 }
 
@@ -305,13 +365,15 @@ fn refuse(stream: may::net::TcpStream) {
 }
 
 /// An open connection's entry in the server state, removed when the connection ends.
-struct Registration<'a, S: Service> {
+struct Registration<S: Service> {
     id: u64,
-    state: &'a ServerState,
-    service: &'a S,
+    state: Arc<ServerState>,
+    service: Arc<S>,
+    /// Where the connection says it is idle (shared with the server's entry).
+    idle: Arc<IdleMark>,
 }
 
-impl<S: Service> Drop for Registration<'_, S> {
+impl<S: Service> Drop for Registration<S> {
     fn drop(&mut self) {
         self.state.connections.lock().remove(&self.id);
         self.state.open_connections.fetch_sub(1, Ordering::AcqRel);
@@ -327,6 +389,11 @@ impl ServerHandle {
 
     pub fn open_connections(&self) -> usize {
         self.state.open_connections.load(Ordering::Acquire)
+    }
+
+    /// Open connections parked in the idle keeper (no coroutine, no buffers).
+    pub fn parked_connections(&self) -> usize {
+        self.state.keeper.parked()
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits up to `grace` for every
@@ -372,6 +439,9 @@ impl ServerHandle {
         while open() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Parked connections were woken by the read shutdown above and closed by their
+        // coroutines; whatever the keeper still holds is closed with it.
+        state.keeper.stop();
         ShutdownReport {
             abandoned_connections: open(),
         }

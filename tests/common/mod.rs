@@ -75,6 +75,8 @@ pub struct Server {
     /// Keeps the temporary data directory alive (when the harness made it).
     _temp: Option<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
+    /// What the process printed on standard output (the runtime's stack diagnostics).
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -126,7 +128,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some((resource, value)) = limit {
             let set_limit = move || -> std::io::Result<()> {
@@ -152,6 +154,17 @@ impl Server {
         }
         let mut child = command.spawn().expect("spawn video-server");
         let stderr = child.stderr.take().expect("stderr piped");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stdout_writer = Arc::clone(&stdout);
+        let child_stdout = child.stdout.take().expect("stdout piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut stdout = stdout_writer.lock().expect("stdout lock");
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+        });
         let log = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = mpsc::channel();
         let log_writer = Arc::clone(&log);
@@ -183,11 +196,17 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             log,
+            stdout,
         }
     }
 
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// What the process printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("stdout lock").clone()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -357,8 +376,13 @@ pub fn external_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// The `video-server` binary under test, as a command to add arguments to.
+/// The binary under test: this build's, or the one `VIDEO_SERVER_TEST_BINARY` names (to
+/// run a test against a release build, e.g. the stack-depth test).
 pub fn video_server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_video-server"))
+    match std::env::var_os("VIDEO_SERVER_TEST_BINARY") {
+        Some(binary) => Command::new(binary),
+        None => Command::new(env!("CARGO_BIN_EXE_video-server")),
+    }
 }
 
 /// Runs `video-server ARGS` to completion, with these extra environment variables.

@@ -20,6 +20,10 @@
 //! until [`CHECK_EVERY`] later. A view stamped out of order (a clock stepped back) is
 //! deleted once the rows before it are.
 //!
+//! A step's commit does not wait for the disk: it runs with `synchronous = NORMAL`, and
+//! the next batch's commit (`FULL`) syncs the log with the step's pages in it. A deletion
+//! lost in a power cut is done again; the batches after it are as durable as ever.
+//!
 //! Pacing ([`Pacing`]): the rows per step are sized so that a step takes about
 //! [`STEP_BUDGET`] (halved after a slower step, doubled after one under half of it, within
 //! [`MIN_ROWS`]..=[`MAX_ROWS`]), which bounds how long a batch can wait behind a step; and
@@ -95,6 +99,22 @@ pub fn delete_step(connection: &Connection, cutoff_ms: i64, rows: i64) -> Result
     })
 }
 
+/// Runs `work` with commits that leave syncing the log to the next `FULL` commit (the
+/// writer's next batch), then puts the connection back to `FULL`.
+fn without_waiting_for_the_disk<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    connection
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sqlite("relax synchronous for a deletion"))?;
+    let result = work(connection);
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite("restore synchronous = FULL"))?;
+    result
+}
+
 /// When the next step runs and how many rows it looks at, from how the last one went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
@@ -156,7 +176,9 @@ impl Retention {
         }
         let started = Instant::now();
         let cutoff_ms = now_ms.saturating_sub(self.keep_ms);
-        match delete_step(connection, cutoff_ms, self.pacing.rows) {
+        match without_waiting_for_the_disk(connection, |connection| {
+            delete_step(connection, cutoff_ms, self.pacing.rows)
+        }) {
             Ok(step) => {
                 let took = started.elapsed();
                 self.metrics.views_expired.inc_by(step.deleted);
@@ -288,6 +310,27 @@ mod tests {
         assert_eq!(step.deleted, 2);
         assert!(!step.caught_up, "rows 5 and 6 are past the range");
         assert_eq!(remaining(&connection), vec![(5, 5), (6, 6)]);
+    }
+
+    #[test]
+    fn a_step_leaves_the_connection_syncing_every_commit_and_reports_what_it_deleted() {
+        let connection = table(&[1, 2, 3, 4_000_000]);
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .expect("as the store opens it");
+        let metrics = Arc::new(Metrics::new(&[]).expect("metrics"));
+        let mut retention = Retention::new(Duration::from_secs(1), Arc::clone(&metrics));
+        retention.run_due(&connection, 3_000_000);
+        assert_eq!(metrics.views_expired.get(), 3);
+        assert_eq!(metrics.retention_step_duration.get_sample_count(), 1);
+        let synchronous: i64 = connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .expect("read synchronous");
+        assert_eq!(synchronous, 2, "FULL again after the step");
+        // Caught up: the next step is not due before CHECK_EVERY.
+        retention.run_due(&connection, 9_000_000);
+        assert_eq!(metrics.retention_step_duration.get_sample_count(), 1);
+        assert_eq!(remaining(&connection), vec![(4, 4_000_000)]);
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub struct Config {
     pub scylla_view_ttl_days: u32,
 
     /// With the embedded store: days a raw view row (the `views` table) is kept; older rows
-    /// are deleted by the batch writer between batches, a few thousand at a time. 0: kept
+    /// are deleted by the batch writer between batches, in steps of about 5 ms. 0: kept
     /// forever. Counts, per day and unique viewers included, are kept apart and stay as
     /// they were. The embedded counterpart of --scylla-view-ttl-days (ignored, with a
     /// warning, under --store scylla, where that one applies).

@@ -135,13 +135,13 @@ bytes_per_view() {
     split=$(sqlite3 "$(database)" "SELECT group_concat(name || ' ' || bytes, ', ') FROM
       (SELECT name, SUM(pgsize) AS bytes FROM dbstat WHERE name IN ('views', 'views_by_video') GROUP BY name)")
     python3 -c '
-  import sys
-  videos, views, empty, full = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-  parts = ", ".join("%s %.1f" % (name, int(size) / views) for name, size in
-                    (part.rsplit(" ", 1) for part in sys.argv[5].split(", ")))
-  print("%s videos: %d views, file %d -> %d bytes: %.1f bytes per view (%s)"
-        % (videos, views, empty, full, (full - empty) / views, parts))
-  ' "$videos" "$views" "$empty" "$full" "$split"
+import sys
+videos, views, empty, full = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+parts = ", ".join("%s %.1f" % (name, int(size) / views) for name, size in
+                  (part.rsplit(" ", 1) for part in sys.argv[5].split(", ")))
+print("%s videos: %d views, file %d -> %d bytes: %.1f bytes per view (%s)"
+      % (videos, views, empty, full, (full - empty) / views, parts))
+' "$videos" "$views" "$empty" "$full" "$split"
     rm -rf "$data_dir"
     data_dir=""
   done

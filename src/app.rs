@@ -272,6 +272,13 @@ fn start_embedded(
     let watcher = CatalogWatcher::spawn(source, Arc::clone(&catalog), settings, salts)
         .map_err(StartError::WatcherThread)?;
     store.watch_file(Arc::clone(health), Arc::clone(metrics));
+    if let Some(keep) = config.view_retention() {
+        store.retain_views(keep, Arc::clone(metrics));
+        tracing::info!(
+            seconds = keep.as_secs(),
+            "raw view rows older than this are deleted; counts are kept"
+        );
+    }
     let summary = store.path().display().to_string();
     let writer = spawn_writer(store, receiver, config, metrics)?;
     Ok(Storage {

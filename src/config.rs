@@ -319,9 +319,26 @@ pub struct Config {
 
     /// Days after which raw view rows (`view_log`) expire (0: never): the table's default
     /// TTL, set when the server creates or checks the schema. Counts are kept apart and
-    /// never expire.
+    /// never expire. The ScyllaDB counterpart of --view-retention-days: the cluster expires
+    /// each row by itself, from the TTL the row was written with.
     #[arg(long, env = "VIDEO_SERVER_SCYLLA_VIEW_TTL_DAYS", default_value_t = 0)]
     pub scylla_view_ttl_days: u32,
+
+    /// With the embedded store: days a raw view row (the `views` table) is kept; older rows
+    /// are deleted by the batch writer between batches, in steps of about 5 ms. 0: kept
+    /// forever. Counts, per day and unique viewers included, are kept apart and stay as
+    /// they were. The embedded counterpart of --scylla-view-ttl-days (ignored, with a
+    /// warning, under --store scylla, where that one applies).
+    #[arg(long, env = "VIDEO_SERVER_VIEW_RETENTION_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub view_retention_days: u32,
+
+    /// --view-retention-days in seconds, for tests and benchmarks that need a window they
+    /// can wait out.
+    #[arg(long, env = "VIDEO_SERVER_VIEW_RETENTION_SECONDS", hide = true,
+          conflicts_with = "view_retention_days",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub view_retention_seconds: Option<u64>,
 
     /// With --store scylla: the most the local outbox may hold, in bytes (its file's pages
     /// in use). While the cluster fails and the outbox is full, new batches are dropped and
@@ -512,6 +529,11 @@ impl Config {
                 "--scylla-view-ttl-days is applied only by a server that creates the schema"
             );
         }
+        if self.view_retention().is_some() {
+            tracing::warn!(
+                "--view-retention-days applies to the embedded store; ScyllaDB's raw views expire by --scylla-view-ttl-days"
+            );
+        }
         let tls = match &self.scylla_tls_ca {
             Some(ca) => Some(
                 TlsFiles {
@@ -543,6 +565,14 @@ impl Config {
         })
     }
 
+    /// How long the embedded store keeps raw view rows; `None`: for ever.
+    pub fn view_retention(&self) -> Option<Duration> {
+        self.view_retention_seconds
+            .or((self.view_retention_days > 0)
+                .then(|| u64::from(self.view_retention_days) * 86_400))
+            .map(Duration::from_secs)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
@@ -566,6 +596,29 @@ mod tests {
         assert_eq!(config.http().limits.max_body_bytes, 1_048_576);
         assert!(config.http().pin_workers);
         assert!(config.trusted_proxies.0.is_empty());
+        assert_eq!(config.view_retention(), None, "raw views are kept for ever");
+    }
+
+    #[test]
+    fn view_retention_is_days_or_for_tests_seconds_never_both() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["video-server"], args].concat());
+        let days = parse(&["--view-retention-days", "30"]).expect("days");
+        assert_eq!(
+            days.view_retention(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let off = parse(&["--view-retention-days", "0"]).expect("0 is off");
+        assert_eq!(off.view_retention(), None);
+        let seconds = parse(&["--view-retention-seconds", "5"]).expect("seconds");
+        assert_eq!(seconds.view_retention(), Some(Duration::from_secs(5)));
+        assert!(parse(&[
+            "--view-retention-days",
+            "1",
+            "--view-retention-seconds",
+            "5"
+        ])
+        .is_err());
+        assert!(parse(&["--view-retention-days", "-1"]).is_err());
     }
 
     #[test]

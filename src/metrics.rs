@@ -68,6 +68,10 @@ pub struct Metrics {
     /// Plays not counted as views: the same client played the same video within
     /// `--view-dedup-seconds`.
     pub views_deduplicated: IntCounter,
+    /// Raw view rows deleted by `--view-retention-days` (counts keep them).
+    pub views_expired: IntCounter,
+    /// Time of one retention step: how long the batch writer was held by it.
+    pub retention_step_duration: Histogram,
 }
 
 /// Why metrics could not be set up (a duplicate or malformed metric: a programming error).
@@ -118,6 +122,15 @@ impl Metrics {
             .buckets(vec![
                 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 5.0,
+            ]),
+        )?;
+        let retention_step_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "view_retention_step_seconds",
+                "Time of one step deleting raw view rows older than --view-retention-days, during which the batch writer waits",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
         )?;
         let metrics = Metrics {
@@ -188,6 +201,11 @@ impl Metrics {
                 "store_file_replaced_total",
                 "Times the embedded database file was found deleted or replaced, and rebuilt",
             )?,
+            views_expired: IntCounter::new(
+                "views_expired_total",
+                "Raw view rows deleted because they were older than --view-retention-days (counts are kept)",
+            )?,
+            retention_step_duration,
             requests,
             registry,
         };
@@ -218,6 +236,8 @@ impl Metrics {
         registry.register(Box::new(self.views_outbox_full.clone()))?;
         registry.register(Box::new(self.store_file_replaced.clone()))?;
         registry.register(Box::new(self.views_deduplicated.clone()))?;
+        registry.register(Box::new(self.views_expired.clone()))?;
+        registry.register(Box::new(self.retention_step_duration.clone()))?;
         Ok(())
     }
 

@@ -89,6 +89,7 @@ fn help_explains_every_option_and_its_environment_variable() {
         ("--max-connections", "VIDEO_SERVER_MAX_CONNECTIONS"),
         ("--rate-limit", "VIDEO_SERVER_RATE_LIMIT"),
         ("--view-dedup-seconds", "VIDEO_SERVER_VIEW_DEDUP_SECONDS"),
+        ("--view-retention-days", "VIDEO_SERVER_VIEW_RETENTION_DAYS"),
     ];
     for (flag, env) in options {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

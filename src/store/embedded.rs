@@ -4,7 +4,8 @@
 //!
 //! - `videos`: the catalog, one JSON document per `video_id`;
 //! - `views`: every view (`video_id`, `client_ip`: what `--client-ip` keeps of the
-//!   address, `timestamp_ms`);
+//!   address, `timestamp_ms`), or with `--view-retention-days` those of the last days (see
+//!   [`super::retention`]); no count is read from it;
 //! - `view_counts`: views per video, and `view_days`: views and a unique-viewer sketch per
 //!   video and UTC day, advanced in the same transaction as the inserts, so counts are
 //!   exact and reading them at start does not scan `views`;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::retention::Retention;
 use super::sqlite::{self, open_durable, sqlite};
 use super::{
     utc_day, CatalogSource, DayCount, DayUpdate, Persisted, StoreError, StoredVideo, VideoCounts,
@@ -131,6 +133,8 @@ pub struct EmbeddedStore {
     day_sketches: HashMap<(Box<str>, i64), Sketch>,
     /// Where a deleted or replaced file is reported, when the server watches it.
     watch: Option<FileWatch>,
+    /// Deletes raw view rows past `--view-retention-days`, between batches.
+    retention: Option<Retention>,
 }
 
 /// Which file a path names: (device, inode).
@@ -167,6 +171,7 @@ impl EmbeddedStore {
             watcher_reader: None,
             day_sketches: HashMap::new(),
             watch: None,
+            retention: None,
         };
         store.migrate()?;
         Ok(store)
@@ -260,6 +265,12 @@ impl EmbeddedStore {
             metrics,
             checked: Instant::now(),
         });
+    }
+
+    /// Makes the writer delete, between batches, raw view rows stamped more than `keep`
+    /// ago (counts are kept; see [`super::retention`]), reporting in `metrics`.
+    pub fn retain_views(&mut self, keep: Duration, metrics: Arc<Metrics>) {
+        self.retention = Some(Retention::new(keep, metrics));
     }
 
     /// Rebuilds the database file if it was deleted or replaced since it was opened.
@@ -516,6 +527,9 @@ impl ViewStore for EmbeddedStore {
                     REBUILT_SHOWN_FOR,
                 );
             }
+        }
+        if let Some(retention) = &mut self.retention {
+            retention.run_due(&self.connection, super::epoch_millis());
         }
     }
 }
@@ -852,6 +866,50 @@ mod tests {
                 unique_viewers: 3
             }]
         );
+    }
+
+    #[test]
+    fn retention_deletes_old_raw_rows_between_batches_and_leaves_every_count_as_it_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.seed_if_empty().expect("seed");
+        let day_ms = 86_400_000;
+        let now = super::super::epoch_millis();
+        // More old rows than the first step looks at, from 300 clients, ten days ago.
+        let old: Vec<ViewRecord<'_>> = (0..3_000u16)
+            .map(|n| {
+                let client = IpAddr::from([10, 0, (n % 300 / 256) as u8, (n % 300 % 256) as u8]);
+                view("12345", client, now - 10 * day_ms + i64::from(n))
+            })
+            .collect();
+        store.write_views(&old).expect("write old views");
+        let recent = [view("12345", IpAddr::V6(Ipv6Addr::LOCALHOST), now - day_ms); 5];
+        store.write_views(&recent).expect("write recent views");
+        let before = store.load_videos().expect("counts before");
+
+        let metrics = Arc::new(Metrics::new(&[]).expect("metrics"));
+        store.retain_views(Duration::from_secs(2 * 86_400), Arc::clone(&metrics));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.views_expired.get() < 3_000 && Instant::now() < deadline {
+            store.maintain();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(metrics.views_expired.get(), 3_000);
+        assert!(
+            metrics.retention_step_duration.get_sample_count() >= 2,
+            "3,000 rows take more than one step"
+        );
+        assert_eq!(
+            store.view_rows("12345").expect("rows"),
+            5,
+            "the recent rows stay"
+        );
+        assert_eq!(store.load_videos().expect("counts after"), before);
+        assert_eq!(before[0].views, Some(3_005));
+        assert!(before[0].days.iter().any(|day| day.unique_viewers >= 290));
+        // The writer goes on: a new batch adds to the same counts.
+        store.write_views(&recent[..1]).expect("write after");
+        assert_eq!(store.view_count("12345").expect("count"), 3_006);
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! [`Outbox`] while the remote store fails, and replays; it counts through a
 //! [`CountLedger`] (each writer's running totals, written whole), so that several servers
 //! count every view once. [`sqlite`] holds what the two SQLite files (the embedded
-//! database and the outbox) share.
+//! database and the outbox) share; [`retention`] deletes the embedded store's raw view rows
+//! once they are older than `--view-retention-days`, which no count depends on.
 
 mod embedded;
 pub mod ledger;
 pub mod outbox;
 pub mod resilient;
+pub mod retention;
 pub mod scylla;
 pub mod sqlite;
 

@@ -74,7 +74,7 @@ fn resilient(
     config: ScyllaConfig,
     dir: &std::path::Path,
     connect_wait: Duration,
-) -> ResilientStore<ScyllaViewStore> {
+) -> ResilientStore {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
     let remote = ScyllaViewStore::new(Cluster::new(config).expect("driver runtime"));
     // Unreachable configurations are expected to fail here; the store copes either way.
@@ -85,6 +85,7 @@ fn resilient(
         metrics,
         RetryPolicy::default(),
     )
+    .expect("store")
 }
 
 #[test]
@@ -122,8 +123,8 @@ fn spilled_views_are_replayed_exactly_once() {
             .expect("spilled");
         assert_eq!(store.outbox_depth(), 40);
     }
-    let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    drain_outbox(&mut store, Duration::from_secs(60));
+    let store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
+    drain_outbox(&store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog =
         ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
@@ -530,7 +531,7 @@ fn a_server_that_does_not_create_the_schema_says_what_to_run_and_keeps_the_views
     creator
         .wait_until_connected(Duration::from_secs(20))
         .expect("create the schema");
-    drain_outbox(&mut store, Duration::from_secs(60));
+    drain_outbox(&store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog = ScyllaCatalogStore::new(creator);
     assert_eq!(catalog.view_count("12345").expect("count"), 5);

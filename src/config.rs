@@ -577,6 +577,41 @@ mod tests {
     }
 
     #[test]
+    fn the_retry_policy_takes_the_outbox_and_overlap_flags() {
+        let defaults = Config::try_parse_from(["video-server"]).expect("parses");
+        let policy = defaults.retry_policy();
+        assert_eq!(policy.flushes_in_flight, DEFAULT_FLUSHES_IN_FLIGHT);
+        assert_eq!(
+            policy.replay_views_per_second.map(|rate| rate.get()),
+            Some(DEFAULT_REPLAY_VIEWS_PER_SECOND)
+        );
+        assert_eq!(policy.outbox_max_bytes, Some(1 << 30));
+        let set = Config::try_parse_from([
+            "video-server",
+            "--scylla-flushes-in-flight",
+            "1",
+            "--outbox-replay-rate",
+            "0",
+            "--outbox-max-bytes",
+            "0",
+        ])
+        .expect("parses")
+        .retry_policy();
+        assert_eq!(
+            (
+                set.flushes_in_flight,
+                set.replay_views_per_second,
+                set.outbox_max_bytes
+            ),
+            (1, None, None),
+            "0: no limit"
+        );
+        assert!(
+            Config::try_parse_from(["video-server", "--scylla-flushes-in-flight", "0"]).is_err()
+        );
+    }
+
+    #[test]
     fn scylla_operator_settings_parse_and_are_checked() {
         let parse = |args: &[&str]| {
             let mut full = vec!["video-server", "--store", "scylla"];

@@ -21,7 +21,7 @@
 mod embedded;
 pub mod ledger;
 pub mod outbox;
-mod replay;
+pub mod replay;
 pub mod resilient;
 pub mod scylla;
 pub mod sqlite;

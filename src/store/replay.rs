@@ -15,9 +15,9 @@
 //! the cluster took it; the rate budget spaces flushes so that a long outbox drains without
 //! crowding out live writes on a cluster that has just come back.
 //!
-//! It knows the cluster's state from the [`ClusterHealth`] it shares with the flush
-//! workers: while the cluster is failing it waits out the same backoff, and a live write
-//! that succeeds again wakes it. A flush the cluster refuses for good is quarantined at
+//! It knows the cluster's state from the `ClusterHealth` it shares with the flush workers:
+//! while the cluster is failing it waits out the same backoff, and a live write that
+//! succeeds again wakes it. A flush the cluster refuses for good is quarantined at
 //! once; one that fails while other writes (live or replayed) go through is a suspect,
 //! quarantined after `quarantine_after` passes; two failures in a row mean the cluster is
 //! failing, and everything backs off. A pass that moved nothing waits a backoff of its
@@ -275,7 +275,8 @@ impl<R: RemoteViewStore> Replayer<R> {
         let mut failed_in_a_row = 0;
         for flush in flushes {
             if !control.wait_until(self.next_send) {
-                break;
+                // Stopping: what was not replayed stays in the outbox.
+                return Ok(pass);
             }
             self.spend_budget(flush.views.len());
             match self.remote.write_flush(&flush) {

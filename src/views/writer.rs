@@ -761,8 +761,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_in_flight_are_booked_when_settled_and_shutdown_waits_for_them() {
+    /// A writer over an [`InFlightStore`], given 25 views in batches of 10.
+    fn twenty_five_views_in_flight() -> (InFlightStore, ViewBus, WriterHandle, Arc<Metrics>) {
         let store = InFlightStore::default();
         let limits = BatchLimits {
             max_views: 10,
@@ -773,6 +773,12 @@ mod tests {
         for _ in 0..25 {
             assert!(bus.record(view(&video)));
         }
+        (store, bus, handle, metrics)
+    }
+
+    #[test]
+    fn batches_in_flight_are_booked_when_settled_and_shutdown_waits_for_them() {
+        let (store, bus, handle, metrics) = twenty_five_views_in_flight();
         eventually(|| {
             store
                 .pending
@@ -789,6 +795,7 @@ mod tests {
         );
         store.released.store(true, Ordering::Release);
         eventually(|| metrics.views_persisted.get() == 25);
+        let video = entry();
         for _ in 0..5 {
             assert!(bus.record(view(&video)));
         }
@@ -806,16 +813,7 @@ mod tests {
 
     #[test]
     fn batches_still_in_flight_at_the_deadline_are_counted_lost() {
-        let store = InFlightStore::default();
-        let limits = BatchLimits {
-            max_views: 10,
-            max_age: Duration::from_millis(5),
-        };
-        let (bus, handle, metrics) = setup(limits, store.clone());
-        let video = entry();
-        for _ in 0..25 {
-            assert!(bus.record(view(&video)));
-        }
+        let (_store, _bus, handle, metrics) = twenty_five_views_in_flight();
         let started = Instant::now();
         let report = handle.shutdown(started + Duration::from_millis(200));
         assert!(started.elapsed() < Duration::from_millis(600));

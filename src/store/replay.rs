@@ -103,6 +103,8 @@ pub(super) struct ReplayWorker {
     /// Disconnected when the thread ends.
     finished: Receiver<()>,
     thread: Option<JoinHandle<()>>,
+    /// How long dropping the worker waits for it, once a stop was asked for.
+    stop_by: Option<Instant>,
 }
 
 impl ReplayWorker {
@@ -133,6 +135,7 @@ impl ReplayWorker {
             control,
             finished,
             thread: Some(thread),
+            stop_by: None,
         })
     }
 
@@ -142,12 +145,19 @@ impl ReplayWorker {
         }
     }
 
+    /// Asks the worker to stop (it ends between two flushes) without waiting for it;
+    /// dropping the worker then waits for it until `deadline`.
+    pub(super) fn ask_to_stop(&mut self, deadline: Instant) {
+        self.control.stop.store(true, Ordering::Release);
+        let _ = self.control.wake.try_send(());
+        self.stop_by = Some(deadline);
+    }
+
     /// Stops the worker and waits for it until `deadline`. A flush it is writing then is
     /// still in the outbox unless the cluster took it; past the deadline the thread is left
     /// to finish that one write on its own. Returns whether it ended in time.
     pub(super) fn stop(&mut self, deadline: Instant) -> bool {
-        self.control.stop.store(true, Ordering::Release);
-        let _ = self.control.wake.try_send(());
+        self.ask_to_stop(deadline);
         let Some(thread) = self.thread.take() else {
             return true;
         };
@@ -168,7 +178,10 @@ impl ReplayWorker {
 
 impl Drop for ReplayWorker {
     fn drop(&mut self) {
-        self.stop(Instant::now() + Duration::from_secs(1));
+        let deadline = self
+            .stop_by
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        self.stop(deadline);
     }
 }
 

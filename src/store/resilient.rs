@@ -702,8 +702,10 @@ impl ViewStore for ResilientStore {
         std::mem::take(&mut self.settled)
     }
 
+    /// Asks the replay worker to stop now, so that it writes nothing more while the last
+    /// batches go out; the store waits for it (until `deadline`) when it is dropped.
     fn stopping(&mut self, deadline: Instant) {
-        self.replay.stop(deadline);
+        self.replay.ask_to_stop(deadline);
     }
 }
 

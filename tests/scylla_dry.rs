@@ -1780,8 +1780,11 @@ fn three_nodes_one_down_one_slow_write_every_view_once_without_spilling() {
         slowest = slowest.max(started.elapsed());
     }
     let one_flush = sequential.elapsed() / 6;
+    // Three slow answers and a busy machine's scheduling; waiting on the down node or a
+    // retry would add seconds (the connect and request timeouts) or another slow answer
+    // and our pause.
     assert!(
-        slowest < SLOW * 3 + SLOW / 2,
+        slowest < SLOW * 3 + Duration::from_millis(350),
         "a flush took {slowest:?} with one node {SLOW:?} slow"
     );
     // Eight flushes in flight together take about one flush's time, not eight.

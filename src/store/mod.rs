@@ -137,6 +137,8 @@ pub struct Settled {
     pub ticket: u64,
     /// Never `InFlight`; an error is final (the store retried what could be retried).
     pub outcome: Result<Persisted, StoreError>,
+    /// When the store was done with it (the batch writer may look later).
+    pub at: std::time::Instant,
 }
 
 /// A database that persists batches of views. Implementations run on the batch writer's

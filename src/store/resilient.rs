@@ -314,6 +314,7 @@ struct Done {
     ticket: u64,
     flush: Flush,
     result: Result<(), StoreError>,
+    finished: Instant,
 }
 
 /// The threads that write flushes to the cluster, one flush each at a time.
@@ -355,6 +356,7 @@ impl FlushWorkers {
                                 ticket,
                                 flush,
                                 result,
+                                finished: Instant::now(),
                             })
                             .is_err()
                         {
@@ -559,10 +561,11 @@ impl ResilientStore {
             ticket,
             flush,
             result,
+            finished,
         }: Done,
     ) {
         let Err(error) = result else {
-            return self.settle(ticket, Ok(Persisted::CountedRemotely));
+            return self.settle_at(ticket, Ok(Persisted::CountedRemotely), finished);
         };
         if error.is_retriable() {
             tracing::warn!(%error, views = flush.views.len(),
@@ -578,8 +581,16 @@ impl ResilientStore {
     }
 
     fn settle(&mut self, ticket: u64, outcome: Result<Persisted, StoreError>) {
+        self.settle_at(ticket, outcome, Instant::now());
+    }
+
+    fn settle_at(&mut self, ticket: u64, outcome: Result<Persisted, StoreError>, at: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.settled.push(Settled { ticket, outcome });
+        self.settled.push(Settled {
+            ticket,
+            outcome,
+            at,
+        });
     }
 
     fn try_again_later(&mut self, ticket: u64, flush: Flush, error: &StoreError) {

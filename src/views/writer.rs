@@ -292,14 +292,22 @@ impl<S: ViewStore> BatchWriter<S> {
         if self.in_flight.is_empty() {
             return;
         }
-        for Settled { ticket, outcome } in self.store.settled(wait) {
+        for Settled {
+            ticket,
+            outcome,
+            at,
+        } in self.store.settled(wait)
+        {
             let Some(kept) = self.in_flight.remove(&ticket) else {
                 tracing::warn!(ticket, "the store settled a batch the writer does not know");
                 continue;
             };
             match outcome {
                 Ok(Persisted::Dropped) => self.lose(kept.views.len() as u64),
-                Ok(persisted) => self.persisted(&kept.views, persisted, kept.started, kept.attempt),
+                Ok(persisted) => {
+                    let took = at.saturating_duration_since(kept.started);
+                    self.persisted(&kept.views, persisted, took, kept.attempt);
+                }
                 Err(error) => {
                     tracing::error!(%error, views = kept.views.len(), "the store could not keep a batch of views");
                     self.lose(kept.views.len() as u64);
@@ -331,7 +339,7 @@ impl<S: ViewStore> BatchWriter<S> {
         &mut self,
         views: &[ViewEvent],
         persisted: Persisted,
-        started: Instant,
+        took: Duration,
         attempt: u32,
     ) {
         let count = views.len() as u64;
@@ -340,9 +348,7 @@ impl<S: ViewStore> BatchWriter<S> {
         }
         self.metrics.views_persisted.inc_by(count);
         self.metrics.batch_size.observe(count as f64);
-        self.metrics
-            .flush_duration
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.flush_duration.observe(took.as_secs_f64());
         self.report.persisted += count;
         if attempt > 1 {
             tracing::info!(views = count, attempt, "batch written after retries");
@@ -387,7 +393,7 @@ impl<S: ViewStore> BatchWriter<S> {
                     break;
                 }
                 Ok(persisted) => {
-                    self.persisted(&batch.views, persisted, started, attempt);
+                    self.persisted(&batch.views, persisted, started.elapsed(), attempt);
                     break;
                 }
                 Err(error) => {
@@ -752,6 +758,7 @@ mod tests {
                 .map(|(ticket, _)| Settled {
                     ticket,
                     outcome: Ok(Persisted::CountedRemotely),
+                    at: Instant::now(),
                 })
                 .collect()
         }

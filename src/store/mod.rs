@@ -280,8 +280,10 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the flush worker threads have stopped; views cannot be written")]
+    #[error("the flush worker threads have stopped; batches go to the outbox")]
     FlushWorkersGone,
+    #[error("writing a flush panicked (a bug); it is kept in the outbox")]
+    WritePanicked,
     /// Flushes that neither the cluster nor the outbox took hold every slot.
     #[error(
         "neither the cluster nor the outbox takes views ({flushes} flush(es) waiting to be \
@@ -317,6 +319,8 @@ impl StoreError {
             | StoreError::Damaged { .. }
             | StoreError::Thread { .. }
             | StoreError::FlushWorkersGone => false,
+            // Retried by the replay worker, later, like any flush in the outbox.
+            StoreError::WritePanicked => true,
         }
     }
 }

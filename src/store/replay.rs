@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::outbox::{Flush, Outbox};
-use super::resilient::{ClusterHealth, IdGenerator, RemoteViewStore, RetryPolicy};
+use super::resilient::{write_once, ClusterHealth, IdGenerator, RemoteViewStore, RetryPolicy};
 use super::StoreError;
 use crate::backoff::{Backoff, Jitter};
 use crate::metrics::Metrics;
@@ -292,7 +292,7 @@ impl<R: RemoteViewStore> Replayer<R> {
                 return Ok(pass);
             }
             self.spend_budget(flush.views.len());
-            match self.remote.write_flush(&flush) {
+            match write_once(&mut self.remote, &flush) {
                 Ok(()) => {
                     self.metrics.views_replayed.inc_by(flush.views.len() as u64);
                     self.outbox.remove(flush.id)?;
@@ -362,7 +362,7 @@ impl<R: RemoteViewStore> Replayer<R> {
             views: Vec::new(),
             counts,
         };
-        match self.remote.write_flush(&flush) {
+        match write_once(&mut self.remote, &flush) {
             Ok(()) => {
                 self.outbox.counts_written(&flush.counts)?;
                 self.health.succeeded();

@@ -271,6 +271,17 @@ impl IdGenerator {
     }
 }
 
+/// Writes a flush once. A panic in the driver must lose neither the flush nor the thread
+/// writing it: it becomes a failed write (the flush is kept in the outbox, and one that
+/// keeps failing so is quarantined like any other).
+pub(super) fn write_once<R: RemoteViewStore>(
+    remote: &mut R,
+    flush: &Flush,
+) -> Result<(), StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| remote.write_flush(flush)))
+        .unwrap_or(Err(StoreError::WritePanicked))
+}
+
 /// Tries a fresh flush a few times, pausing with full jitter between attempts.
 fn write_with_retries<R: RemoteViewStore>(
     remote: &mut R,
@@ -281,7 +292,7 @@ fn write_with_retries<R: RemoteViewStore>(
     let mut backoff = Backoff::new(policy.first_pause, policy.max_pause, Jitter::Full);
     let mut attempt = 1;
     loop {
-        match remote.write_flush(flush) {
+        match write_once(remote, flush) {
             Ok(()) => return Ok(()),
             // An unreachable cluster is not retried at once: the connection attempt goes
             // on in the background and the backoff paces the next try.
@@ -369,11 +380,12 @@ impl FlushWorkers {
         Ok(workers)
     }
 
-    fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or(StoreError::FlushWorkersGone)
+    /// Hands a job to a worker; gives it back if none is left to take it.
+    fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|refused| refused.into_inner()),
+            None => Err(job),
+        }
     }
 }
 
@@ -528,9 +540,22 @@ impl ResilientStore {
                 }
             };
         }
-        self.workers.send(Job { ticket, flush })?;
         self.in_flight += 1;
+        self.dispatch(ticket, flush);
         Ok(Persisted::InFlight(ticket))
+    }
+
+    /// Sends a flush (counted in flight) to a worker; with none left (they panicked), it
+    /// is treated as a failed write: kept in the outbox, where the replay worker finds it.
+    fn dispatch(&mut self, ticket: u64, flush: Flush) {
+        if let Err(Job { ticket, flush }) = self.workers.send(Job { ticket, flush }) {
+            self.returned(Done {
+                ticket,
+                flush,
+                result: Err(StoreError::FlushWorkersGone),
+                finished: Instant::now(),
+            });
+        }
     }
 
     /// Takes back the flushes the workers are done with (waiting until `until` for one,
@@ -623,14 +648,7 @@ impl ResilientStore {
                 continue;
             }
             if !self.health.in_backoff() {
-                let ticket = waiting.ticket;
-                let job = Job {
-                    ticket,
-                    flush: waiting.flush,
-                };
-                if let Err(error) = self.workers.send(job) {
-                    self.settle(ticket, Err(error));
-                }
+                self.dispatch(waiting.ticket, waiting.flush);
                 continue;
             }
             match self.spill(&waiting.flush) {
@@ -746,12 +764,20 @@ mod tests {
         delay: Arc<Mutex<Duration>>,
         /// The flushes with views the cluster took, in the order it took them.
         taken: Arc<Mutex<Vec<Uuid>>>,
+        /// Panic on every flush holding a view of this video.
+        crash: Arc<Mutex<Option<&'static str>>>,
     }
 
     impl RemoteViewStore for FakeCluster {
         fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError> {
             let delay = *self.delay.lock();
             std::thread::sleep(delay);
+            if let Some(video) = *self.crash.lock() {
+                assert!(
+                    flush.views.iter().all(|view| view.video_id != video),
+                    "a driver bug, forced"
+                );
+            }
             if *self.down.lock() {
                 return Err(StoreError::Forced { retriable: true });
             }
@@ -1289,6 +1315,31 @@ mod tests {
         assert!(replayed > 0 && replayed < 200, "{replayed} replayed");
         assert_eq!(store.outbox_depth() + replayed, 200, "nothing lost");
         assert_eq!(cluster.rows.lock().len() as u64, replayed);
+    }
+
+    #[test]
+    fn a_write_that_panics_keeps_its_flush_and_its_worker() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = FakeCluster::default();
+        let policy = RetryPolicy {
+            flushes_in_flight: 1,
+            ..quick_policy()
+        };
+        let (mut store, metrics) = store_with(&cluster, dir.path(), policy);
+        *cluster.crash.lock() = Some("crash");
+        assert_eq!(
+            store.write_views(&views_of("crash", 3)).expect("kept"),
+            Persisted::CountedRemotely
+        );
+        assert_eq!(metrics.views_spilled.get(), 3);
+        store.health.forget_backoff();
+        // The one worker is still there for the next batch.
+        store.write_views(&views(2)).expect("written");
+        assert_eq!(cluster.count("12345"), 2);
+        *cluster.crash.lock() = None;
+        drain(&store);
+        assert_eq!(cluster.rows_of("crash"), 3);
+        assert_eq!(cluster.count("crash"), 3);
     }
 
     #[test]

@@ -21,9 +21,7 @@ use crate::health::Health;
 use crate::http::{self, ServerHandle};
 use crate::metrics::{Metrics, MetricsError};
 use crate::store::scylla::{Cluster, ScyllaCatalogStore, ScyllaSetupError, ScyllaViewStore};
-use crate::store::{
-    CatalogSource, EmbeddedStore, Outbox, ResilientStore, RetryPolicy, StoreError, ViewStore,
-};
+use crate::store::{CatalogSource, EmbeddedStore, Outbox, ResilientStore, StoreError, ViewStore};
 use crate::token::{unix_now, RequestSigner, SharedSigning, SigningSetup, SigningSetupError};
 use crate::video::{
     self, Catalog, CatalogWatcher, PayloadError, SharedCatalog, VideoPayload, WatchSettings,
@@ -336,11 +334,8 @@ fn start_scylla(
         ScyllaViewStore::new(cluster),
         outbox,
         Arc::clone(metrics),
-        RetryPolicy {
-            outbox_max_bytes: (config.outbox_max_bytes > 0).then_some(config.outbox_max_bytes),
-            ..RetryPolicy::default()
-        },
-    );
+        config.retry_policy(),
+    )?;
     let writer = spawn_writer(resilient, receiver, config, metrics)?;
     Ok(Storage {
         catalog,

@@ -14,6 +14,7 @@ use scylla::statement::Consistency;
 
 use crate::store::scylla::schema::schema_creation;
 use crate::store::scylla::{Replication, ScyllaConfig, ScyllaSetupError, TlsFiles};
+use crate::store::{RetryPolicy, DEFAULT_FLUSHES_IN_FLIGHT, DEFAULT_REPLAY_VIEWS_PER_SECOND};
 
 use crate::cors::CorsOrigins;
 use crate::http::{HttpConfig, Limits};
@@ -351,6 +352,21 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub scylla_max_in_flight: u32,
 
+    /// With --store scylla: batches written to ScyllaDB at once, each as up to
+    /// --scylla-max-in-flight requests; the batch writer forms the next while they are
+    /// out. A batch that fails goes to the outbox alone; counts stay exact in any order.
+    #[arg(long, env = "VIDEO_SERVER_SCYLLA_FLUSHES_IN_FLIGHT",
+          default_value_t = DEFAULT_FLUSHES_IN_FLIGHT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub scylla_flushes_in_flight: u32,
+
+    /// With --store scylla: the most views replayed from the outbox per second (by a
+    /// worker of its own, oldest first), so that a cluster that has just come back serves
+    /// live writes first. 0: no limit.
+    #[arg(long, env = "VIDEO_SERVER_OUTBOX_REPLAY_RATE",
+          default_value_t = DEFAULT_REPLAY_VIEWS_PER_SECOND)]
+    pub outbox_replay_rate: u32,
+
     /// With --store scylla: how often the catalog is re-read from ScyllaDB, in milliseconds.
     #[arg(long, env = "VIDEO_SERVER_CATALOG_REFRESH_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..))]
@@ -573,6 +589,16 @@ impl Config {
             .map(Duration::from_secs)
     }
 
+    /// How the ScyllaDB store retries, spills, replays and overlaps its writes.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            outbox_max_bytes: (self.outbox_max_bytes > 0).then_some(self.outbox_max_bytes),
+            replay_views_per_second: std::num::NonZeroU32::new(self.outbox_replay_rate),
+            flushes_in_flight: self.scylla_flushes_in_flight as usize,
+            ..RetryPolicy::default()
+        }
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
@@ -619,6 +645,41 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["--view-retention-days", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_retry_policy_takes_the_outbox_and_overlap_flags() {
+        let defaults = Config::try_parse_from(["video-server"]).expect("parses");
+        let policy = defaults.retry_policy();
+        assert_eq!(policy.flushes_in_flight, DEFAULT_FLUSHES_IN_FLIGHT);
+        assert_eq!(
+            policy.replay_views_per_second.map(|rate| rate.get()),
+            Some(DEFAULT_REPLAY_VIEWS_PER_SECOND)
+        );
+        assert_eq!(policy.outbox_max_bytes, Some(1 << 30));
+        let set = Config::try_parse_from([
+            "video-server",
+            "--scylla-flushes-in-flight",
+            "1",
+            "--outbox-replay-rate",
+            "0",
+            "--outbox-max-bytes",
+            "0",
+        ])
+        .expect("parses")
+        .retry_policy();
+        assert_eq!(
+            (
+                set.flushes_in_flight,
+                set.replay_views_per_second,
+                set.outbox_max_bytes
+            ),
+            (1, None, None),
+            "0: no limit"
+        );
+        assert!(
+            Config::try_parse_from(["video-server", "--scylla-flushes-in-flight", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!   hands the store plain records and credits what it commits to the in-memory counts.
 //! - [`store`]: the [`store::ViewStore`] and [`store::CatalogSource`] traits, the embedded
 //!   SQLite store, and ScyllaDB (one module per job, one session) behind a resilient
-//!   wrapper (retry, local outbox, replay). Stores know nothing of the in-memory catalog.
+//!   wrapper (a few batches in flight, retry, local outbox, a replay worker). Stores know
+//!   nothing of the in-memory catalog.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: what `/healthz` reports (problems noticed recently).
 //! - [`limiter`]: per-client request rates and view de-duplication.

@@ -71,6 +71,12 @@ fn help_explains_every_option_and_its_environment_variable() {
             "VIDEO_SERVER_SCYLLA_MAX_IN_FLIGHT",
         ),
         (
+            "--scylla-flushes-in-flight",
+            "VIDEO_SERVER_SCYLLA_FLUSHES_IN_FLIGHT",
+        ),
+        ("--outbox-replay-rate", "VIDEO_SERVER_OUTBOX_REPLAY_RATE"),
+        ("--outbox-max-bytes", "VIDEO_SERVER_OUTBOX_MAX_BYTES"),
+        (
             "--scylla-create-schema",
             "VIDEO_SERVER_SCYLLA_CREATE_SCHEMA",
         ),

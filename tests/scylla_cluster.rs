@@ -3,13 +3,16 @@
 //! restarts, replays do not duplicate, two writers' totals add up per day with their unique
 //! viewers merged, the catalog round-trips across pages, a day's salt is agreed by a
 //! lightweight transaction, a view TTL becomes the table's default, and the write-time
-//! rule the count model relies on holds.
+//! rule the count model relies on holds. Writing as production does (every node a replica,
+//! three at most, and LOCAL_QUORUM), a poison flush is quarantined while the flushes behind
+//! it replay, a flush partly written is written again and counted once, and statements the
+//! nodes forgot are prepared again by the driver, not retried or spilled.
 //!
 //! CI runs it against Apache Cassandra (the engine whose CQL ScyllaDB implements), started
 //! from Maven Central by `scripts/cql-up.sh`:
 //!
 //! ```sh
-//! eval "$(scripts/cql-up.sh up 1)"        # or: up 3
+//! eval "$(scripts/cql-up.sh up 1)"        # or: up 3, replication 3
 //! CQL_UP=1 cargo test --test scylla_cluster -- --ignored
 //! scripts/cql-up.sh down
 //! ```
@@ -69,22 +72,96 @@ fn keyspace() -> String {
 /// The client address of the views these tests write.
 const CLIENT_IP: &str = "192.0.2.44";
 
+/// A cluster that refuses every connection at once (port 1 on loopback): a writer keeps
+/// everything in its outbox.
+fn unreachable(keyspace: &str) -> ScyllaConfig {
+    ScyllaConfig {
+        nodes: vec!["127.0.0.1:1".into()],
+        connect_timeout: Duration::from_millis(500),
+        ..config(keyspace)
+    }
+}
+
 /// A resilient store over the cluster, after waiting up to `connect_wait` for a session.
 fn resilient(
     config: ScyllaConfig,
     dir: &std::path::Path,
     connect_wait: Duration,
-) -> ResilientStore<ScyllaViewStore> {
+) -> ResilientStore {
+    resilient_with_metrics(config, dir, connect_wait).0
+}
+
+fn resilient_with_metrics(
+    config: ScyllaConfig,
+    dir: &std::path::Path,
+    connect_wait: Duration,
+) -> (ResilientStore, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
     let remote = ScyllaViewStore::new(Cluster::new(config).expect("driver runtime"));
     // Unreachable configurations are expected to fail here; the store copes either way.
     let _ = remote.wait_until_connected(connect_wait);
-    ResilientStore::new(
+    let store = ResilientStore::new(
         remote,
         Outbox::open(dir).expect("outbox"),
-        metrics,
+        Arc::clone(&metrics),
         RetryPolicy::default(),
     )
+    .expect("store");
+    (store, metrics)
+}
+
+/// As production writes: every node a replica (three at most: `scripts/cql-up.sh up 3`
+/// gives replication 3) and LOCAL_QUORUM, reads too.
+fn replicated(keyspace: &str) -> ScyllaConfig {
+    let (_runtime, session) = raw_session();
+    let nodes = session
+        .get_cluster_state()
+        .get_nodes_info()
+        .len()
+        .clamp(1, 3);
+    ScyllaConfig {
+        replication: Replication::Simple {
+            factor: nodes as u32,
+        },
+        write_consistency: scylla::statement::Consistency::LocalQuorum,
+        read_consistency: scylla::statement::Consistency::LocalQuorum,
+        ..config(keyspace)
+    }
+}
+
+/// A resilient store writing as production does ([`replicated`]), and its metrics.
+fn replicated_store(keyspace: &str, dir: &std::path::Path) -> (ResilientStore, Arc<Metrics>) {
+    resilient_with_metrics(replicated(keyspace), dir, Duration::from_secs(20))
+}
+
+/// Reads counts as production does ([`replicated`]).
+fn replicated_catalog(keyspace: &str) -> ScyllaCatalogStore {
+    ScyllaCatalogStore::new(Cluster::new(replicated(keyspace)).expect("driver runtime"))
+}
+
+/// Rows in a keyspace's `view_log` (a whole-table count: test keyspaces are small).
+fn view_log_rows(keyspace: &str) -> i64 {
+    let (runtime, session) = raw_session();
+    let mut count =
+        scylla::statement::Statement::new(format!("SELECT COUNT(*) FROM {keyspace}.view_log"));
+    count.set_consistency(scylla::statement::Consistency::All);
+    let result = runtime
+        .block_on(session.query_unpaged(count, ()))
+        .expect("count view_log");
+    result
+        .into_rows_result()
+        .expect("rows")
+        .single_row::<(i64,)>()
+        .expect("one row")
+        .0
+}
+
+/// Runs one statement on a plain session.
+fn run_cql(cql: &str) {
+    let (runtime, session) = raw_session();
+    runtime
+        .block_on(session.query_unpaged(cql, ()))
+        .unwrap_or_else(|error| panic!("{cql}: {error}"));
 }
 
 #[test]
@@ -112,18 +189,15 @@ fn spilled_views_are_replayed_exactly_once() {
     let _node = NODE.read();
     let keyspace = keyspace();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut unreachable = config(&keyspace);
-    unreachable.nodes = vec!["127.0.0.1:1".into()];
-    unreachable.connect_timeout = Duration::from_millis(500);
     {
-        let mut store = resilient(unreachable, dir.path(), Duration::ZERO);
+        let mut store = resilient(unreachable(&keyspace), dir.path(), Duration::ZERO);
         store
             .write_views(&seed_views(40, CLIENT_IP))
             .expect("spilled");
         assert_eq!(store.outbox_depth(), 40);
     }
-    let mut store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
-    drain_outbox(&mut store, Duration::from_secs(60));
+    let store = resilient(config(&keyspace), dir.path(), Duration::from_secs(20));
+    drain_outbox(&store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog =
         ScyllaCatalogStore::new(Cluster::new(config(&keyspace)).expect("driver runtime"));
@@ -530,7 +604,7 @@ fn a_server_that_does_not_create_the_schema_says_what_to_run_and_keeps_the_views
     creator
         .wait_until_connected(Duration::from_secs(20))
         .expect("create the schema");
-    drain_outbox(&mut store, Duration::from_secs(60));
+    drain_outbox(&store, Duration::from_secs(60));
     assert_eq!(store.outbox_depth(), 0);
     let mut catalog = ScyllaCatalogStore::new(creator);
     assert_eq!(catalog.view_count("12345").expect("count"), 5);
@@ -549,6 +623,12 @@ fn counts_served_while_the_node_is_down_say_how_old_they_are() {
     }
     let keyspace = keyspace();
     let node = nodes().join(",");
+    // Every node a replica, read at ALL: with node 1 down the counts cannot be read, on
+    // one node or three.
+    let replication = match replicated(&keyspace).replication {
+        Replication::Simple { factor } => format!("simple:{factor}"),
+        other => panic!("{other:?}"),
+    };
     let server = common::Server::start(&[
         "--store",
         "scylla",
@@ -556,10 +636,12 @@ fn counts_served_while_the_node_is_down_say_how_old_they_are() {
         &node,
         "--scylla-keyspace",
         &keyspace,
+        "--scylla-replication",
+        &replication,
         "--scylla-write-consistency",
-        "one",
+        "all",
         "--scylla-read-consistency",
-        "one",
+        "all",
         "--views-cache-ms",
         "50",
     ]);
@@ -577,6 +659,7 @@ fn counts_served_while_the_node_is_down_say_how_old_they_are() {
     // A clean stop: a killed node loses the writes of its last commit log sync period
     // (10 s here), which would change the count under the test.
     cql_up(&["halt", "1"]);
+    let node_back = StartAgain(1);
     std::thread::sleep(Duration::from_millis(1500));
     for _ in 0..3 {
         let answer = server.get("/video/12345/views").json();
@@ -588,7 +671,7 @@ fn counts_served_while_the_node_is_down_say_how_old_they_are() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    cql_up(&["start", "1"]);
+    drop(node_back);
     let fresher = common::poll_until(Duration::from_secs(60), || {
         let answer = server.get("/video/12345/views").json();
         (answer["asOf"]
@@ -603,4 +686,124 @@ fn counts_served_while_the_node_is_down_say_how_old_they_are() {
         )
     });
     assert_eq!(fresher["views"], 5, "{fresher}");
+}
+
+/// Starts a node stopped by a test again when dropped, so that a failed assertion does not
+/// leave the cluster short of it for the tests that follow.
+struct StartAgain(u8);
+
+impl Drop for StartAgain {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // No second panic while unwinding: say it, the next test will notice.
+            let started = std::process::Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cql-up.sh"))
+                .args(["start", &self.0.to_string()])
+                .status();
+            if !started.as_ref().is_ok_and(|status| status.success()) {
+                eprintln!(
+                    "*** node {} could not be started again: {started:?}",
+                    self.0
+                );
+            }
+        } else {
+            cql_up(&["start", &self.0.to_string()]);
+        }
+    }
+}
+
+/// A video id whose `view_log` partition key (id, minute, writer, shard) is longer than the
+/// engine's 65,535-byte limit while its `view_counts` and `view_sketches` keys are not: its
+/// view rows are refused for good (an invalid request), its count rows are taken.
+const POISON_ID_BYTES: usize = 65_510;
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_poison_flush_is_quarantined_while_later_flushes_replay() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poison_id = "p".repeat(POISON_ID_BYTES);
+    let poison: Vec<_> = seed_views(2, CLIENT_IP)
+        .into_iter()
+        .map(|mut view| {
+            view.video_id = &poison_id;
+            view
+        })
+        .collect();
+    // Kept while the cluster was unreachable: 5 good views, the poison, 4 good views.
+    {
+        let mut store = resilient(unreachable(&keyspace), dir.path(), Duration::ZERO);
+        store
+            .write_views(&seed_views(5, CLIENT_IP))
+            .expect("spilled");
+        store.write_views(&poison).expect("spilled");
+        store
+            .write_views(&seed_views(4, CLIENT_IP))
+            .expect("spilled");
+        assert_eq!(store.outbox_depth(), 11);
+    }
+    let (store, metrics) = replicated_store(&keyspace, dir.path());
+    drain_outbox(&store, Duration::from_secs(60));
+    assert_eq!(
+        store.outbox_depth(),
+        0,
+        "the flushes behind the poison replayed"
+    );
+    assert_eq!(metrics.outbox_quarantined.get(), 2, "the poison, set aside");
+    assert_eq!(metrics.views_replayed.get(), 9);
+    let mut catalog = replicated_catalog(&keyspace);
+    assert_eq!(catalog.view_count("12345").expect("count"), 9);
+    assert_eq!(view_log_rows(&keyspace), 9);
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_flush_partly_written_is_written_again_and_counted_once() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, metrics) = replicated_store(&keyspace, dir.path());
+    store
+        .write_views(&seed_views(10, CLIENT_IP))
+        .expect("write");
+    // The sketches' table goes away: the next flush writes its view rows and its count
+    // row, and fails at its sketch row (refused for good), so it is kept in the outbox.
+    run_cql(&format!("DROP TABLE {keyspace}.view_sketches"));
+    store.write_views(&seed_views(7, CLIENT_IP)).expect("kept");
+    assert_eq!(metrics.views_spilled.get(), 7);
+    assert_eq!(view_log_rows(&keyspace), 17, "the view rows were written");
+    // The table is back (a server creating the schema): the flush is written again under
+    // the same ids, and its count rows settle on the same totals.
+    Cluster::new(replicated(&keyspace))
+        .expect("driver runtime")
+        .wait_until_connected(Duration::from_secs(20))
+        .expect("create the schema again");
+    drain_outbox(&store, Duration::from_secs(90));
+    assert_eq!(store.outbox_depth() + store.outbox_pending_counts(), 0);
+    assert_eq!(view_log_rows(&keyspace), 17, "no view row twice");
+    let mut catalog = replicated_catalog(&keyspace);
+    let counts = catalog.view_counts("12345").expect("counts");
+    assert_eq!(counts.total, 17);
+    let today = counts.days.last().expect("today");
+    assert_eq!((today.views, today.unique_viewers), (17, 1));
+}
+
+#[test]
+#[ignore = "needs a ScyllaDB cluster: SCYLLA_URI=host:9042 cargo test --test scylla_cluster -- --ignored"]
+fn a_statement_the_nodes_forgot_is_prepared_again_not_retried_or_spilled() {
+    let _node = NODE.read();
+    let keyspace = keyspace();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, metrics) = replicated_store(&keyspace, dir.path());
+    store.write_views(&seed_views(5, CLIENT_IP)).expect("write");
+    // Altering the table makes every node drop the statements prepared on it: the next
+    // EXECUTE of them is answered UNPREPARED.
+    run_cql(&format!("ALTER TABLE {keyspace}.view_log ADD note text"));
+    store.write_views(&seed_views(7, CLIENT_IP)).expect("write");
+    assert_eq!(metrics.views_spilled.get(), 0, "nothing went to the outbox");
+    assert_eq!(metrics.store_retries.get(), 0, "not one of our retries");
+    let mut catalog = replicated_catalog(&keyspace);
+    assert_eq!(catalog.view_count("12345").expect("count"), 12);
+    assert_eq!(view_log_rows(&keyspace), 12);
 }

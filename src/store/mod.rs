@@ -6,11 +6,14 @@
 //! and counts. No store knows the in-memory catalog or the views pipeline.
 //!
 //! The [`ViewStore`] trait is the seam between the batch writer and a database: one call
-//! writes one batch, and its error says whether trying again could help. The
+//! writes one batch, and its error says whether trying again could help; a store that
+//! writes several batches at once takes a batch in flight and acknowledges it later
+//! ([`Settled`]). The
 //! [`EmbeddedStore`] (SQLite, under `--data-dir`) is the default, so a fresh clone runs with
 //! no server to install; it also keeps the catalog. A remote store ([`RemoteViewStore`],
-//! e.g. ScyllaDB) is wrapped in a [`ResilientStore`], which retries, spills to a local
-//! [`Outbox`] while the remote store fails, and replays; it counts through a
+//! e.g. ScyllaDB) is wrapped in a [`ResilientStore`], which writes a few flushes at once,
+//! retries, spills to a local [`Outbox`] while the remote store fails, and replays it on a
+//! worker thread of its own; it counts through a
 //! [`CountLedger`] (each writer's running totals, written whole), so that several servers
 //! count every view once. [`sqlite`] holds what the two SQLite files (the embedded
 //! database and the outbox) share; [`retention`] deletes the embedded store's raw view rows
@@ -19,6 +22,7 @@
 mod embedded;
 pub mod ledger;
 pub mod outbox;
+pub mod replay;
 pub mod resilient;
 pub mod retention;
 pub mod scylla;
@@ -26,8 +30,11 @@ pub mod sqlite;
 
 pub use embedded::{EmbeddedCatalogSource, EmbeddedStore};
 pub use ledger::{CountLedger, CountRow};
-pub use outbox::{Flush, Outbox, PendingView};
-pub use resilient::{RemoteViewStore, ResilientStore, RetryPolicy};
+pub use outbox::{Flush, Outbox, OutboxTally, PendingView};
+pub use resilient::{
+    RemoteViewStore, ResilientStore, RetryPolicy, DEFAULT_FLUSHES_IN_FLIGHT,
+    DEFAULT_REPLAY_VIEWS_PER_SECOND,
+};
 
 use crate::video::{self, PayloadError, VideoPayload, SEED_VIDEO_JSON};
 use crate::viewer::{Salt, Viewer};
@@ -120,6 +127,20 @@ pub enum Persisted {
     /// Neither the remote store nor the outbox (full: `--outbox-max-bytes`) could take the
     /// batch: its views are lost, and counted as failed.
     Dropped,
+    /// Taken in flight, not settled yet: [`ViewStore::settled`] tells what became of it,
+    /// under this ticket.
+    InFlight(u64),
+}
+
+/// What became of a batch a store took in flight.
+#[derive(Debug)]
+pub struct Settled {
+    /// The ticket [`Persisted::InFlight`] gave the batch.
+    pub ticket: u64,
+    /// Never `InFlight`; an error is final (the store retried what could be retried).
+    pub outcome: Result<Persisted, StoreError>,
+    /// When the store was done with it (the batch writer may look later).
+    pub at: std::time::Instant,
 }
 
 /// A database that persists batches of views. Implementations run on the batch writer's
@@ -128,8 +149,25 @@ pub trait ViewStore: Send + 'static {
     /// Durably writes every view of the batch, or none of them.
     fn write_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError>;
 
-    /// Background work between batches (replaying an outbox, checking the database
-    /// file); called by the writer on every turn of its loop, so it must return quickly
+    /// Hands a batch over, which the batch writer does: a store that writes several
+    /// batches at once may answer [`Persisted::InFlight`] and settle it later (then it
+    /// keeps the batch, and retries it, itself); by default, [`ViewStore::write_views`].
+    fn submit_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
+        self.write_views(views)
+    }
+
+    /// The batches taken in flight that have settled since the last call, waiting up to
+    /// `wait` for one while any are in flight.
+    fn settled(&mut self, _wait: std::time::Duration) -> Vec<Settled> {
+        Vec::new()
+    }
+
+    /// The writer is stopping: background work ends (by `deadline`); batches in flight
+    /// are still settled.
+    fn stopping(&mut self, _deadline: std::time::Instant) {}
+
+    /// Background work between batches (checking the database file); called by the
+    /// writer on every turn of its loop, so it must return quickly
     /// when there is nothing to do.
     fn maintain(&mut self) {}
 }
@@ -238,6 +276,22 @@ pub enum StoreError {
         source: RemoteCause,
         retriable: bool,
     },
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the flush worker threads have stopped; batches go to the outbox")]
+    FlushWorkersGone,
+    #[error("writing a flush panicked (a bug); it is kept in the outbox")]
+    WritePanicked,
+    /// Flushes that neither the cluster nor the outbox took hold every slot.
+    #[error(
+        "neither the cluster nor the outbox takes views ({flushes} flush(es) waiting to be \
+         tried again); last error: {last}"
+    )]
+    Unsettled { flushes: usize, last: String },
     /// A failure forced by a test double.
     #[cfg(test)]
     #[error("forced failure")]
@@ -260,11 +314,15 @@ impl StoreError {
             StoreError::Remote { retriable, .. } => *retriable,
             #[cfg(test)]
             StoreError::Forced { retriable } => *retriable,
-            StoreError::Unreachable { .. } => true,
+            StoreError::Unreachable { .. } | StoreError::Unsettled { .. } => true,
             StoreError::DataDir { .. }
             | StoreError::CorruptDocument { .. }
             | StoreError::CorruptOutbox { .. }
-            | StoreError::Damaged { .. } => false,
+            | StoreError::Damaged { .. }
+            | StoreError::Thread { .. }
+            | StoreError::FlushWorkersGone => false,
+            // Retried by the replay worker, later, like any flush in the outbox.
+            StoreError::WritePanicked => true,
         }
     }
 }

@@ -17,9 +17,18 @@
 //! cluster refuses for good (a permanent error, or failing again and again while other
 //! flushes go through) is moved to quarantine there, with its error, so that it cannot
 //! hold back the flushes behind it; `video-server outbox list|retry|drop` acts on it.
+//!
+//! One process has two connections to the file: the batch writer's, which appends flushes
+//! the cluster did not take, and the replay worker's ([`Outbox::another_connection`]),
+//! which reads the oldest, removes what it replayed and quarantines. Both keep one
+//! [`OutboxTally`] in memory, changed under one lock together with the file, so that
+//! checking for work costs nothing and neither connection's numbers go stale; WAL and the
+//! busy timeout let the two (and an operator's `video-server outbox`) take turns.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
@@ -98,15 +107,44 @@ pub struct QuarantinedFlush {
     pub quarantined_at_ms: i64,
 }
 
+/// What the outbox holds, as the connections of this process last changed or read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxTally {
+    /// Views waiting (not quarantined).
+    pub depth: u64,
+    /// Views in quarantine.
+    pub quarantined: u64,
+    /// Count rows stored.
+    pub pending_counts: u64,
+}
+
 /// Flushes waiting for the remote store.
 pub struct Outbox {
     connection: Connection,
-    /// Views waiting (not quarantined), kept in memory so checking for work costs nothing.
-    depth: u64,
-    /// Views in quarantine, likewise.
-    quarantined: u64,
-    /// Count rows stored, likewise.
-    pending_counts: u64,
+    data_dir: PathBuf,
+    /// Shared by this process's connections to the file; locked across each change of
+    /// the file and of the tally, so that a recount on one connection and a removal on
+    /// another cannot cross.
+    tally: Arc<Mutex<OutboxTally>>,
+}
+
+/// Reads what the file holds.
+fn count(connection: &Connection) -> Result<OutboxTally, StoreError> {
+    let (depth, quarantined, pending_counts): (i64, i64, i64) = connection
+        .query_row(
+            "SELECT
+               (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NULL),
+               (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NOT NULL),
+               (SELECT COUNT(*) FROM outbox_counts)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .map_err(sqlite("outbox depth"))?;
+    Ok(OutboxTally {
+        depth: u64::try_from(depth).unwrap_or(0),
+        quarantined: u64::try_from(quarantined).unwrap_or(0),
+        pending_counts: u64::try_from(pending_counts).unwrap_or(0),
+    })
 }
 
 impl Outbox {
@@ -122,43 +160,45 @@ impl Outbox {
                 [],
             )
             .map_err(sqlite("index the outbox's flushes"))?;
-        let mut outbox = Outbox {
+        let tally = count(&connection)?;
+        Ok(Outbox {
             connection,
-            depth: 0,
-            quarantined: 0,
-            pending_counts: 0,
-        };
-        outbox.recount()?;
-        Ok(outbox)
+            data_dir: data_dir.to_owned(),
+            tally: Arc::new(Mutex::new(tally)),
+        })
     }
 
-    /// Re-reads the views waiting, in quarantine, and the count rows.
+    /// A second connection to the same file, sharing this one's tally (for another
+    /// thread: a connection is used by one thread at a time).
+    pub fn another_connection(&self) -> Result<Outbox, StoreError> {
+        Ok(Outbox {
+            connection: open_durable(&self.data_dir, OUTBOX_FILE, SCHEMA)?,
+            data_dir: self.data_dir.clone(),
+            tally: Arc::clone(&self.tally),
+        })
+    }
+
+    /// Re-reads the views waiting, in quarantine, and the count rows (another process,
+    /// `video-server outbox retry`, may have changed them).
     pub fn recount(&mut self) -> Result<(), StoreError> {
-        let (depth, quarantined, pending_counts): (i64, i64, i64) = self
-            .connection
-            .query_row(
-                "SELECT
-                   (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NULL),
-                   (SELECT COALESCE(SUM(views), 0) FROM outbox_flushes WHERE quarantined_at IS NOT NULL),
-                   (SELECT COUNT(*) FROM outbox_counts)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .map_err(sqlite("outbox depth"))?;
-        self.depth = u64::try_from(depth).unwrap_or(0);
-        self.quarantined = u64::try_from(quarantined).unwrap_or(0);
-        self.pending_counts = u64::try_from(pending_counts).unwrap_or(0);
+        let mut tally = self.tally.lock();
+        *tally = count(&self.connection)?;
         Ok(())
+    }
+
+    /// What the outbox holds now.
+    pub fn tally(&self) -> OutboxTally {
+        *self.tally.lock()
     }
 
     /// Views waiting (not counting quarantined ones).
     pub fn depth(&self) -> u64 {
-        self.depth
+        self.tally().depth
     }
 
     /// Views in quarantine.
     pub fn quarantined(&self) -> u64 {
-        self.quarantined
+        self.tally().quarantined
     }
 
     /// The outbox file's size in bytes (its pages in use).
@@ -192,6 +232,7 @@ impl Outbox {
     /// Moves a flush to quarantine with its error: replay skips it from now on. Returns
     /// the views it holds.
     pub fn quarantine(&mut self, flush_id: Uuid, error: &str) -> Result<u64, StoreError> {
+        let mut tally = self.tally.lock();
         let views: Option<i64> = self
             .connection
             .query_row(
@@ -202,7 +243,7 @@ impl Outbox {
             )
             .optional()
             .map_err(sqlite("quarantine a flush"))?;
-        self.recount()?;
+        *tally = count(&self.connection)?;
         Ok(views
             .and_then(|views| u64::try_from(views).ok())
             .unwrap_or(0))
@@ -247,6 +288,7 @@ impl Outbox {
     /// Puts a quarantined flush back in line (at its old place), with its attempts reset.
     /// Returns whether there was such a flush.
     pub fn release(&mut self, flush_id: Uuid) -> Result<bool, StoreError> {
+        let mut tally = self.tally.lock();
         let changed = self
             .connection
             .execute(
@@ -255,13 +297,13 @@ impl Outbox {
                 [flush_id.to_string()],
             )
             .map_err(sqlite("release a flush"))?;
-        self.recount()?;
+        *tally = count(&self.connection)?;
         Ok(changed > 0)
     }
 
     /// Count rows waiting.
     pub fn pending_counts(&self) -> u64 {
-        self.pending_counts
+        self.tally().pending_counts
     }
 
     /// Every count row waiting (one per tally, so a handful per video and day).
@@ -301,6 +343,7 @@ impl Outbox {
     /// Forgets count rows the cluster now has (a total as large or larger may have been
     /// kept since they were read: it stays).
     pub fn counts_written(&mut self, written: &[CountRow]) -> Result<(), StoreError> {
+        let mut tally = self.tally.lock();
         let transaction = self
             .connection
             .transaction()
@@ -327,12 +370,13 @@ impl Outbox {
         transaction
             .commit()
             .map_err(sqlite("commit outbox count delete"))?;
-        self.pending_counts = self.pending_counts.saturating_sub(removed as u64);
+        tally.pending_counts = tally.pending_counts.saturating_sub(removed as u64);
         Ok(())
     }
 
     /// Durably appends a flush (one transaction) at the end of the line.
     pub fn push(&mut self, flush: &Flush) -> Result<(), StoreError> {
+        let mut tally = self.tally.lock();
         let transaction = self
             .connection
             .transaction()
@@ -381,7 +425,8 @@ impl Outbox {
         transaction
             .commit()
             .map_err(sqlite("commit outbox append"))?;
-        self.recount()
+        *tally = count(&self.connection)?;
+        Ok(())
     }
 
     /// The oldest flushes, whole, at most `max_flushes` of them.
@@ -434,14 +479,16 @@ impl Outbox {
 
     /// Forgets a flush once the remote store has it.
     pub fn remove(&mut self, flush_id: Uuid) -> Result<(), StoreError> {
-        let removed = self.delete(flush_id)?;
-        self.depth = self.depth.saturating_sub(removed);
+        let mut tally = self.tally.lock();
+        let removed = delete(&mut self.connection, flush_id)?;
+        tally.depth = tally.depth.saturating_sub(removed);
         Ok(())
     }
 
     /// Deletes a quarantined flush for good (`video-server outbox drop`); returns the views
     /// it held (0 if there was no such flush in quarantine).
     pub fn drop_quarantined(&mut self, flush_id: Uuid) -> Result<u64, StoreError> {
+        let mut tally = self.tally.lock();
         let quarantined: Option<i64> = self
             .connection
             .query_row(
@@ -455,29 +502,28 @@ impl Outbox {
         if quarantined.is_none() {
             return Ok(0);
         }
-        let dropped = self.delete(flush_id)?;
-        self.recount()?;
+        let dropped = delete(&mut self.connection, flush_id)?;
+        *tally = count(&self.connection)?;
         Ok(dropped)
     }
+}
 
-    /// Deletes a flush's views and its entry in one transaction; returns the views deleted.
-    fn delete(&mut self, flush_id: Uuid) -> Result<u64, StoreError> {
-        let id = flush_id.to_string();
-        let transaction = self
-            .connection
-            .transaction()
-            .map_err(sqlite("begin outbox delete"))?;
-        let removed = transaction
-            .execute("DELETE FROM outbox WHERE flush_id = ?1", [&id])
-            .map_err(sqlite("outbox delete"))?;
-        transaction
-            .execute("DELETE FROM outbox_flushes WHERE flush_id = ?1", [&id])
-            .map_err(sqlite("outbox delete"))?;
-        transaction
-            .commit()
-            .map_err(sqlite("commit outbox delete"))?;
-        Ok(removed as u64)
-    }
+/// Deletes a flush's views and its entry in one transaction; returns the views deleted.
+fn delete(connection: &mut Connection, flush_id: Uuid) -> Result<u64, StoreError> {
+    let id = flush_id.to_string();
+    let transaction = connection
+        .transaction()
+        .map_err(sqlite("begin outbox delete"))?;
+    let removed = transaction
+        .execute("DELETE FROM outbox WHERE flush_id = ?1", [&id])
+        .map_err(sqlite("outbox delete"))?;
+    transaction
+        .execute("DELETE FROM outbox_flushes WHERE flush_id = ?1", [&id])
+        .map_err(sqlite("outbox delete"))?;
+    transaction
+        .commit()
+        .map_err(sqlite("commit outbox delete"))?;
+    Ok(removed as u64)
 }
 
 #[cfg(test)]
@@ -599,6 +645,31 @@ mod tests {
         assert_eq!(outbox.drop_quarantined(second.id).expect("drop"), 3);
         assert_eq!((outbox.depth(), outbox.quarantined()), (2, 0));
         assert!(outbox.bytes().expect("size") > 0);
+    }
+
+    #[test]
+    fn two_connections_keep_one_tally() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = Outbox::open(dir.path()).expect("open");
+        let mut replayer = writer.another_connection().expect("second connection");
+        let (first, second) = (flush(3), flush(4));
+        writer.push(&first).expect("push");
+        writer.push(&second).expect("push");
+        assert_eq!(replayer.depth(), 7);
+        replayer.remove(first.id).expect("remove");
+        replayer
+            .quarantine(second.id, "refused")
+            .expect("quarantine");
+        assert_eq!(
+            writer.tally(),
+            OutboxTally {
+                depth: 0,
+                quarantined: 4,
+                pending_counts: 0
+            }
+        );
+        writer.recount().expect("recount");
+        assert_eq!(writer.quarantined(), 4, "as the file says");
     }
 
     #[test]

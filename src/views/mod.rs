@@ -10,7 +10,9 @@
 //! stalling the worker. The [`BatchWriter`] thread drains the channel into batches, writes
 //! each batch through the [`ViewStore`](crate::store::ViewStore) trait when it is full or
 //! old enough, retries failed writes with capped, jittered backoff, and on shutdown flushes
-//! everything that was accepted before it exits.
+//! everything that was accepted before it exits. A store that writes several batches at
+//! once takes them in flight and acknowledges each later; the writer books a batch as
+//! persisted only then.
 //!
 //! The flow is one way: the writer hands the store plain
 //! [`crate::store::ViewRecord`] values, and the store reports what it persisted; it is

@@ -10,12 +10,18 @@
 //! A failed write is retried with capped, jittered exponential backoff until it succeeds;
 //! meanwhile the bounded channel fills and the bus counts what it cannot take as dropped.
 //!
+//! A store that writes several batches at once (the ScyllaDB store) takes a batch in
+//! flight ([`Persisted::InFlight`]): the writer keeps the batch's views aside and goes on
+//! batching, and the store acknowledges it later ([`ViewStore::settled`], looked at every
+//! turn), when the writer counts it persisted (or lost) and credits it. Retrying such a
+//! batch is the store's business; the writer only batches and keeps the books.
+//!
 //! Shutdown: [`WriterHandle::shutdown`] is called once the HTTP server has stopped, so no
-//! new view can be accepted, with the deadline of the whole stop; the writer then drains the
-//! channel, writes the last batches and exits, reporting what it persisted. If the store
-//! still fails, it retries until that one deadline (not a budget per batch: with the disk
-//! full and many batches queued, that took minutes) and reports every view it could not
-//! write.
+//! new view can be accepted, with the deadline of the whole stop; the writer then tells the
+//! store (whose background work stops), drains the channel, writes the last batches, waits
+//! for the batches in flight and exits, reporting what it persisted. If the store still
+//! fails, it retries until that one deadline (not a budget per batch: with the disk full
+//! and many batches queued, that took minutes) and reports every view it could not write.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::ViewEvent;
 use crate::backoff::{Backoff, Jitter};
 use crate::metrics::Metrics;
-use crate::store::{DayUpdate, Persisted, ViewRecord, ViewStore};
+use crate::store::{DayUpdate, Persisted, Settled, ViewRecord, ViewStore};
 
 /// When a batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +131,13 @@ pub struct WriterReport {
     pub failed: u64,
 }
 
+/// A batch the store took in flight, until it is settled.
+struct InFlight {
+    views: Vec<ViewEvent>,
+    started: Instant,
+    attempt: u32,
+}
+
 /// Drains the view channel into a [`ViewStore`].
 pub struct BatchWriter<S: ViewStore> {
     receiver: Receiver<ViewEvent>,
@@ -136,6 +149,8 @@ pub struct BatchWriter<S: ViewStore> {
     /// Set with `stopping`: after it, nothing more is written and what is left is lost.
     deadline: Arc<OnceLock<Instant>>,
     report: WriterReport,
+    /// Batches the store took in flight, by ticket.
+    in_flight: HashMap<u64, InFlight>,
 }
 
 /// Owns the writer thread.
@@ -177,6 +192,7 @@ impl<S: ViewStore> BatchWriter<S> {
             stopping: Arc::new(AtomicBool::new(false)),
             deadline: Arc::new(OnceLock::new()),
             report: WriterReport::default(),
+            in_flight: HashMap::new(),
         }
     }
 
@@ -218,7 +234,7 @@ impl<S: ViewStore> BatchWriter<S> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.flush(&mut batch);
+                    self.drain(&mut batch);
                     break;
                 }
             }
@@ -229,6 +245,7 @@ impl<S: ViewStore> BatchWriter<S> {
                 self.flush(&mut batch);
             }
             self.store.maintain();
+            self.acknowledge(Duration::ZERO);
         }
         self.report
     }
@@ -240,12 +257,63 @@ impl<S: ViewStore> BatchWriter<S> {
         }
     }
 
-    /// Writes everything still queued.
+    /// Writes everything still queued, and waits for the batches in flight (until the
+    /// shutdown deadline, if there is one): what is still in flight then is lost.
     fn drain(&mut self, batch: &mut Batch) {
+        if let Some(deadline) = self.deadline.get() {
+            self.store.stopping(*deadline);
+        }
         while let Ok(view) = self.receiver.try_recv() {
             self.add(batch, view);
         }
         self.flush(batch);
+        while !self.in_flight.is_empty() {
+            let left = self.time_left();
+            if left.is_some_and(|left| left.is_zero()) {
+                break;
+            }
+            self.acknowledge(left.unwrap_or(IDLE_POLL).min(IDLE_POLL));
+        }
+        let lost: usize = self.in_flight.values().map(|kept| kept.views.len()).sum();
+        if lost > 0 {
+            tracing::error!(
+                views = lost,
+                batches = self.in_flight.len(),
+                "batches still in flight at the shutdown deadline are lost"
+            );
+            self.lose(lost as u64);
+            self.in_flight.clear();
+        }
+    }
+
+    /// Books the batches the store has settled since the last look (waiting up to `wait`
+    /// for one while any are in flight).
+    fn acknowledge(&mut self, wait: Duration) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        for Settled {
+            ticket,
+            outcome,
+            at,
+        } in self.store.settled(wait)
+        {
+            let Some(kept) = self.in_flight.remove(&ticket) else {
+                tracing::warn!(ticket, "the store settled a batch the writer does not know");
+                continue;
+            };
+            match outcome {
+                Ok(Persisted::Dropped) => self.lose(kept.views.len() as u64),
+                Ok(persisted) => {
+                    let took = at.saturating_duration_since(kept.started);
+                    self.persisted(&kept.views, persisted, took, kept.attempt);
+                }
+                Err(error) => {
+                    tracing::error!(%error, views = kept.views.len(), "the store could not keep a batch of views");
+                    self.lose(kept.views.len() as u64);
+                }
+            }
+        }
     }
 
     /// How long is left before the shutdown deadline, once there is one.
@@ -257,10 +325,34 @@ impl<S: ViewStore> BatchWriter<S> {
 
     /// Counts a batch as lost (never written) and clears it.
     fn give_up(&mut self, batch: &mut Batch) {
-        let count = batch.views.len() as u64;
-        self.metrics.views_failed.inc_by(count);
-        self.report.failed += count;
+        self.lose(batch.views.len() as u64);
         batch.clear();
+    }
+
+    fn lose(&mut self, views: u64) {
+        self.metrics.views_failed.inc_by(views);
+        self.report.failed += views;
+    }
+
+    /// Books a batch the store has: credited to the counts served if the store says so.
+    fn persisted(
+        &mut self,
+        views: &[ViewEvent],
+        persisted: Persisted,
+        took: Duration,
+        attempt: u32,
+    ) {
+        let count = views.len() as u64;
+        if let Persisted::Counted(days) = persisted {
+            credit_counts(views, &days);
+        }
+        self.metrics.views_persisted.inc_by(count);
+        self.metrics.batch_size.observe(count as f64);
+        self.metrics.flush_duration.observe(took.as_secs_f64());
+        self.report.persisted += count;
+        if attempt > 1 {
+            tracing::info!(views = count, attempt, "batch written after retries");
+        }
     }
 
     /// Writes the batch, retrying until it is committed (or, once stopping, until the
@@ -279,25 +371,29 @@ impl<S: ViewStore> BatchWriter<S> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.store.write_views(&records) {
+            match self.store.submit_views(&records) {
                 Ok(Persisted::Dropped) => {
                     // The store said why, once; the views are lost and counted so.
                     return self.give_up(batch);
                 }
+                Ok(Persisted::InFlight(ticket)) => {
+                    // The store keeps its own copy; the views wait here to be booked.
+                    let views = std::mem::replace(
+                        &mut batch.views,
+                        Vec::with_capacity(self.limits.max_views),
+                    );
+                    self.in_flight.insert(
+                        ticket,
+                        InFlight {
+                            views,
+                            started,
+                            attempt,
+                        },
+                    );
+                    break;
+                }
                 Ok(persisted) => {
-                    let count = batch.views.len() as u64;
-                    if let Persisted::Counted(days) = persisted {
-                        credit_counts(&batch.views, &days);
-                    }
-                    self.metrics.views_persisted.inc_by(count);
-                    self.metrics.batch_size.observe(count as f64);
-                    self.metrics
-                        .flush_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    self.report.persisted += count;
-                    if attempt > 1 {
-                        tracing::info!(views = count, attempt, "batch written after retries");
-                    }
+                    self.persisted(&batch.views, persisted, started.elapsed(), attempt);
                     break;
                 }
                 Err(error) => {
@@ -402,7 +498,7 @@ mod tests {
         )
     }
 
-    fn setup(limits: BatchLimits, store: RecordingStore) -> (ViewBus, WriterHandle, Arc<Metrics>) {
+    fn setup(limits: BatchLimits, store: impl ViewStore) -> (ViewBus, WriterHandle, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
         let (bus, receiver) = ViewBus::new(10_000, Arc::clone(&metrics));
         let writer = BatchWriter::new(receiver, store, limits, Arc::clone(&metrics));
@@ -626,6 +722,125 @@ mod tests {
             }
         );
         assert_eq!(metrics.views_failed.get(), 1_000);
+    }
+
+    /// A store that takes every batch in flight and settles it only once released, as a
+    /// store writing several batches at once does.
+    #[derive(Clone, Default)]
+    struct InFlightStore {
+        /// Batches taken and not settled: (ticket, views).
+        pending: Arc<Mutex<Vec<(u64, usize)>>>,
+        released: Arc<AtomicBool>,
+        /// The deadline the writer told the store it is stopping by.
+        stopping: Arc<Mutex<Option<Instant>>>,
+        next_ticket: u64,
+    }
+
+    impl ViewStore for InFlightStore {
+        fn write_views(&mut self, _: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
+            unreachable!("the writer submits")
+        }
+
+        fn submit_views(&mut self, views: &[ViewRecord<'_>]) -> Result<Persisted, StoreError> {
+            self.next_ticket += 1;
+            self.pending.lock().push((self.next_ticket, views.len()));
+            Ok(Persisted::InFlight(self.next_ticket))
+        }
+
+        fn settled(&mut self, wait: Duration) -> Vec<Settled> {
+            if !self.released.load(Ordering::Acquire) {
+                std::thread::sleep(wait);
+                return Vec::new();
+            }
+            self.pending
+                .lock()
+                .drain(..)
+                .map(|(ticket, _)| Settled {
+                    ticket,
+                    outcome: Ok(Persisted::CountedRemotely),
+                    at: Instant::now(),
+                })
+                .collect()
+        }
+
+        fn stopping(&mut self, deadline: Instant) {
+            *self.stopping.lock() = Some(deadline);
+        }
+    }
+
+    /// A writer over an [`InFlightStore`], given 25 views in batches of 10.
+    fn twenty_five_views_in_flight() -> (InFlightStore, ViewBus, WriterHandle, Arc<Metrics>) {
+        let store = InFlightStore::default();
+        let limits = BatchLimits {
+            max_views: 10,
+            max_age: Duration::from_millis(5),
+        };
+        let (bus, handle, metrics) = setup(limits, store.clone());
+        let video = entry();
+        for _ in 0..25 {
+            assert!(bus.record(view(&video)));
+        }
+        (store, bus, handle, metrics)
+    }
+
+    #[test]
+    fn batches_in_flight_are_booked_when_settled_and_shutdown_waits_for_them() {
+        let (store, bus, handle, metrics) = twenty_five_views_in_flight();
+        eventually(|| {
+            store
+                .pending
+                .lock()
+                .iter()
+                .map(|(_, views)| views)
+                .sum::<usize>()
+                == 25
+        });
+        assert_eq!(
+            metrics.views_persisted.get(),
+            0,
+            "not before the store settles"
+        );
+        store.released.store(true, Ordering::Release);
+        eventually(|| metrics.views_persisted.get() == 25);
+        let video = entry();
+        for _ in 0..5 {
+            assert!(bus.record(view(&video)));
+        }
+        let deadline = soon();
+        let report = handle.shutdown(deadline);
+        assert_eq!(
+            report,
+            WriterReport {
+                persisted: 30,
+                failed: 0
+            }
+        );
+        assert_eq!(*store.stopping.lock(), Some(deadline), "the store was told");
+    }
+
+    #[test]
+    fn batches_still_in_flight_at_the_deadline_are_counted_lost() {
+        let (_store, _bus, handle, metrics) = twenty_five_views_in_flight();
+        let started = Instant::now();
+        let report = handle.shutdown(started + Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_millis(600));
+        assert_eq!(
+            report,
+            WriterReport {
+                persisted: 0,
+                failed: 25
+            }
+        );
+        assert_eq!(metrics.views_failed.get(), 25);
+    }
+
+    /// Polls `done` for up to 5 s.
+    fn eventually(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! For the tests that drive the view stores directly, without a server (`scylla_dry`,
-//! `scylla_cluster`): views of the seed video, and an outbox replayed until it drains; and,
+//! `scylla_cluster`): views of the seed video, and waiting for an outbox to drain; and,
 //! for the real-cluster suites, `scripts/cql-up.sh` to stop and start nodes.
 
 use std::time::Duration;
 
-use video_server::store::{epoch_millis, RemoteViewStore, ResilientStore, ViewRecord, ViewStore};
+use video_server::store::{epoch_millis, ResilientStore, ViewRecord};
 use video_server::viewer::Viewer;
 
 use super::poll_until;
@@ -19,15 +19,11 @@ pub fn seed_views(count: usize, client_ip: &str) -> Vec<ViewRecord<'static>> {
     vec![view; count]
 }
 
-/// Calls `maintain` (which replays the outbox) until the outbox is empty or `timeout`
-/// passes; the caller asserts the depth it expects.
-pub fn drain_outbox<R: RemoteViewStore>(store: &mut ResilientStore<R>, timeout: Duration) {
+/// Waits until the store's replay worker has emptied the outbox (views and count rows) or
+/// `timeout` passes; the caller asserts the depth it expects.
+pub fn drain_outbox(store: &ResilientStore, timeout: Duration) {
     poll_until(timeout, || {
-        if store.outbox_depth() == 0 {
-            return Some(());
-        }
-        store.maintain();
-        None
+        (store.outbox_depth() == 0 && store.outbox_pending_counts() == 0).then_some(())
     });
 }
 

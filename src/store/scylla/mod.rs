@@ -13,9 +13,10 @@
 //!   adds to.
 //!
 //! ```text
-//!  BatchWriter ─▶ ResilientStore ─▶ ScyllaViewStore ─┐
-//!                                                    ├─▶ Cluster (runtime + session) ─▶ nodes
-//!  CatalogWatcher ─▶ ScyllaCatalogStore ─────────────┘
+//!  BatchWriter ─▶ ResilientStore ─▶ flush workers ─▶ ScyllaViewStore (a clone each) ─┐
+//!                       └─ Outbox ─▶ replay worker ─▶ ScyllaViewStore (a clone) ─────┤
+//!                                                                                    ├─▶ Cluster (runtime + session) ─▶ nodes
+//!  CatalogWatcher ─▶ ScyllaCatalogStore ─────────────────────────────────────────────┘
 //! ```
 //!
 //! The session is connected lazily and re-established after a failed connect: the server

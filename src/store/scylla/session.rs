@@ -3,14 +3,15 @@
 //!
 //! The driver is tokio-only, and our HTTP workers are `may` coroutines, so the driver lives
 //! on a tokio runtime of its own (one worker thread, named `scylla`). The threads that use
-//! the cluster (the batch writer, the catalog watcher, `video-server import`) call in with
-//! `block_on`: the caller waits, the driver's tasks run on the runtime's thread, and no HTTP
-//! worker is involved.
+//! the cluster (the view store's flush workers and replay worker, the catalog watcher,
+//! `video-server import`) call in with `block_on`, several at once: each caller waits for
+//! its own requests, the driver's tasks run on the runtime's thread, and no HTTP worker is
+//! involved.
 //!
 //! A [`Cluster`] is cheap to clone and every clone shares one runtime and one session. The
 //! session is connected lazily, in the background: a caller waits at most the grace it
-//! asks for ([`Cluster::session`]), so the batch writer never stalls on an unreachable
-//! cluster, while a tool can wait for the connect timeout. Once connected, the session is
+//! asks for ([`Cluster::session`]), so a flush never stalls on an unreachable cluster,
+//! while a tool can wait for the connect timeout. Once connected, the session is
 //! kept: the driver re-establishes broken connections itself.
 //!
 //! The session speaks TLS when `--scylla-tls-ca` is given (see [`super::tls`]), and with
@@ -100,19 +101,15 @@ impl Cluster {
     }
 
     /// The session, waiting at most `grace` for a connection attempt (starting one if none
-    /// is under way). `Unreachable` if there is no session by then: the attempt goes on in
-    /// the background for the next caller. When another thread is checking on the attempt,
-    /// a caller with a short grace gives up at once rather than queue behind it.
+    /// is under way), including the wait for another thread checking on the same attempt.
+    /// `Unreachable` if there is no session by then: the attempt goes on in the background
+    /// for the next caller.
     pub fn session(&self, grace: Duration) -> Result<Arc<Session>, StoreError> {
         if let Some(session) = self.shared.session.load_full() {
             return Ok(session);
         }
-        let attempt = if grace < self.shared.config.connect_timeout {
-            self.shared.attempt.try_lock()
-        } else {
-            Some(self.shared.attempt.lock())
-        };
-        let Some(mut attempt) = attempt else {
+        let asked = std::time::Instant::now();
+        let Some(mut attempt) = self.shared.attempt.try_lock_for(grace) else {
             return Err(unreachable("connecting", None));
         };
         // Connected by the thread that held the lock while we waited for it.
@@ -120,10 +117,11 @@ impl Cluster {
             return Ok(session);
         }
         let handle = attempt.get_or_insert_with(|| self.spawn_attempt());
+        let left = grace.saturating_sub(asked.elapsed());
         let outcome = self
             .shared
             .runtime
-            .block_on(async { tokio::time::timeout(grace, handle).await });
+            .block_on(async { tokio::time::timeout(left, handle).await });
         let result = match outcome {
             Err(_still_connecting) => return Err(unreachable("still connecting", None)),
             Ok(Ok(Ok(session))) => {

@@ -1,7 +1,9 @@
-//! The ScyllaDB view store: writes one [`Flush`] at a time for the
-//! [`ResilientStore`](crate::store::ResilientStore) around it.
+//! The ScyllaDB view store: writes flushes for the
+//! [`ResilientStore`](crate::store::ResilientStore) around it, which holds several clones
+//! (one per flush worker, one for the replay worker), all on one [`Cluster`].
 //!
-//! Statements are prepared once (on the first write after the session connects), marked
+//! Statements are prepared once per session (by whichever clone writes first after the
+//! session connects; the others use them), marked
 //! idempotent, with the configured consistency and timeout; token-aware and shard-aware
 //! routing stay on (the driver's defaults). A flush is written as bounded concurrent
 //! executes (at most `max_in_flight` at a time): its view rows (keyed by their ids, so a
@@ -13,6 +15,7 @@
 //! write fails as `Unreachable` and the resilient store keeps the flush in its outbox.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, TryStreamExt};
@@ -59,18 +62,35 @@ pub type ViewRow<'a> = (
     CqlTimestamp,
 );
 
-/// Writes flushes of views to the cluster.
+/// Writes flushes of views to the cluster. A clone shares the cluster and the prepared
+/// statements.
+#[derive(Clone)]
 pub struct ScyllaViewStore {
     cluster: Cluster,
-    prepared: Option<Prepared>,
+    /// Prepared once for all the clones; locked only to read it or prepare it.
+    prepared: Arc<parking_lot::Mutex<Option<Arc<Prepared>>>>,
 }
 
 impl ScyllaViewStore {
     pub fn new(cluster: Cluster) -> Self {
         ScyllaViewStore {
             cluster,
-            prepared: None,
+            prepared: Arc::default(),
         }
+    }
+
+    /// The prepared statements, preparing them if no clone has yet.
+    fn prepared(&self, session: &Session) -> Result<Arc<Prepared>, StoreError> {
+        let mut prepared = self.prepared.lock();
+        if let Some(ready) = prepared.as_ref() {
+            return Ok(Arc::clone(ready));
+        }
+        let ready = Arc::new(
+            self.cluster
+                .block_on(Self::prepare(&self.cluster, session))?,
+        );
+        *prepared = Some(Arc::clone(&ready));
+        Ok(ready)
     }
 
     /// Waits up to `timeout` for a session (for tools and tests; the writer never waits).
@@ -152,13 +172,9 @@ impl RemoteViewStore for ScyllaViewStore {
     fn write_flush(&mut self, flush: &Flush) -> Result<(), StoreError> {
         let session = self.cluster.session(CONNECT_GRACE)?;
         let max_in_flight = self.cluster.config().max_in_flight.max(1);
-        let cluster = &self.cluster;
-        let prepared = match &mut self.prepared {
-            Some(prepared) => prepared,
-            empty => empty.insert(cluster.block_on(Self::prepare(cluster, &session))?),
-        };
-        cluster
-            .block_on(Self::write(&session, prepared, flush, max_in_flight))
+        let prepared = self.prepared(&session)?;
+        self.cluster
+            .block_on(Self::write(&session, &prepared, flush, max_in_flight))
             .map_err(execution("write views"))
     }
 }

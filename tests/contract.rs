@@ -1,4 +1,5 @@
-//! The contract of `../shared/CONTRACT.md`, checked over HTTP against the real binary.
+//! The contract (docs/api.md: the two routes of the old service, its tokens and test
+//! vectors), checked over HTTP against the real binary.
 
 mod common;
 

@@ -227,7 +227,7 @@ for round in $(seq 1 "$RUNS"); do
   stop_server "$mini_pid"
 
   echo "round $round/$RUNS: node baseline" >&2
-  (cd "$here/.work/express" && PORT="$NODE_PORT" exec taskset -c "$SERVER_CPU" node server.js) \
+  (cd "$here/.work/baseline" && PORT="$NODE_PORT" exec taskset -c "$SERVER_CPU" node server.js) \
     >"$out/node-$round.log" 2>&1 &
   node_pid=$! # the subshell execs taskset, which execs node: this is node itself
   wait_ready "$NODE_PORT" "$node_pid"

@@ -7,8 +7,8 @@
 #                                    # the plots it shows (bench/plots/*.svg)
 #   bench/run.sh --schemes-only      # only the per-scheme token runs (about 3 minutes)
 #   RUNS=5 DURATION=20 bench/run.sh  # longer
-#   RUNS=1 DURATION=2 SWEEP_DURATION=1 WARMUP=0 CONNECTIONS="10 100" \
-#     PIPELINE_CONNECTIONS=10 IDLE_CONNECTIONS=1000 bench/run.sh   # a smoke run, 3 minutes
+#   RUNS=1 DURATION=2 SWEEP_DURATION=1 WARMUP=0 CONNECTIONS="10 100" PIPELINE_CONNECTIONS=10 \
+#     IDLE_CONNECTIONS=1000 SCHEMES=md5 SOURCES="1 64" bench/run.sh   # a smoke run, 3 minutes
 #
 # Each round starts each server fresh, pinned to SERVER_CPU with taskset; every load
 # generator is pinned to LOAD_CPU. Per round:

@@ -303,8 +303,8 @@ def report(args):
         ours_rps, node_rps = m("rps", scenario, "video-server"), m("rps", scenario, "node")
         ours_cpu = m("cpu_us_per_request", scenario, "video-server")
         node_cpu = m("cpu_us_per_request", scenario, "node")
-        if None in (ours_rps, node_rps, ours_cpu, node_cpu):
-            continue
+        if not all((ours_rps, node_rps, ours_cpu, node_cpu)):
+            continue  # not measured, or nothing answered (Node can starve under -c 1000)
         say(f"| {scenario} | {ours_rps / node_rps:.1f}× | {node_cpu / ours_cpu:.1f}× |")
     say("")
     nginx = m("cpu_us_per_request", "plaintext-wrk", "nginx")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load the old service was measured under (../shared/CONTRACT.md), as a script:
+# The load the old service was measured under (docs/api.md, last section), as a script:
 #   bench/autocannon-seed.sh [URL]     (default http://localhost:3002/video/token)
 # Extra autocannon flags may follow the URL, e.g. --json.
 set -euo pipefail

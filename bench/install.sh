@@ -3,14 +3,15 @@
 #   wrk         from Debian's packages
 #   gnuplot     from Debian's packages (gnuplot-nox), for the plots of bench/run.sh
 #   autocannon  from npm, pinned in bench/package-lock.json
-#   baseline    the Node/Express baseline (../shared/baseline/express), copied to
-#               bench/.work/express so that `npm ci` never writes into shared/
-# Usage: bench/install.sh [wrk] [gnuplot] [autocannon] [baseline]   (no argument: all)
+#   nginx       from Debian's packages: the anchor bench/run.sh measures beside ours
+#               (started on its own prefix by bench/nginx-hello.sh, never as the system's)
+#   baseline    the Node/Express baseline (bench/baseline/), copied to bench/.work/baseline
+#               and installed there with `npm ci`, so that the tree stays clean
+# Usage: bench/install.sh [wrk] [gnuplot] [nginx] [autocannon] [baseline]   (no argument: all)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=(wrk gnuplot autocannon baseline)
+[ ${#wanted[@]} -eq 0 ] && wanted=(wrk gnuplot nginx autocannon baseline)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -18,8 +19,9 @@ as_root() {
 
 for tool in "${wanted[@]}"; do
   case "$tool" in
-    wrk | gnuplot)
-      if ! command -v "$tool" >/dev/null 2>&1; then
+    wrk | gnuplot | nginx)
+      # nginx is in /usr/sbin, which a user's PATH may lack.
+      if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
         package="$tool"
         [ "$tool" = gnuplot ] && package=gnuplot-nox
         echo "installing $package (Debian package)" >&2
@@ -34,22 +36,21 @@ for tool in "${wanted[@]}"; do
       fi
       ;;
     baseline)
-      source_dir="$root/../shared/baseline/express"
-      work_dir="$here/.work/express"
-      if [ ! -f "$source_dir/server.js" ]; then
-        echo "the Node baseline is missing: expected $source_dir/server.js" >&2
-        exit 1
-      fi
-      if [ ! -d "$work_dir/node_modules" ] || ! cmp -s "$source_dir/server.js" "$work_dir/server.js"; then
-        echo "installing the Node/Express baseline (npm ci in bench/.work/express)" >&2
+      source_dir="$here/baseline"
+      work_dir="$here/.work/baseline"
+      # A new lock file means new packages; a new server.js is only copied.
+      if [ ! -d "$work_dir/node_modules" ] ||
+        ! cmp -s "$source_dir/package-lock.json" "$work_dir/package-lock.json"; then
+        echo "installing the Node/Express baseline (npm ci in bench/.work/baseline)" >&2
         rm -rf "$work_dir"
         mkdir -p "$work_dir"
-        cp "$source_dir/server.js" "$source_dir/package.json" "$source_dir/package-lock.json" "$work_dir/"
+        cp "$source_dir/package.json" "$source_dir/package-lock.json" "$work_dir/"
         (cd "$work_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
       fi
+      cp "$source_dir/server.js" "$work_dir/server.js"
       ;;
     *)
-      echo "unknown tool: $tool (expected wrk, gnuplot, autocannon or baseline)" >&2
+      echo "unknown tool: $tool (expected wrk, gnuplot, nginx, autocannon or baseline)" >&2
       exit 2
       ;;
   esac

@@ -18,6 +18,11 @@ stop_server() {
   wait "$1" 2>/dev/null || true
 }
 
+# children PID: the pids of PID's child processes (nginx's master has one: its worker).
+children() {
+  cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | sed '/^$/d'
+}
+
 # cpu_ticks PID: utime + stime of a process (or, given /proc/PID/task/TID, of a thread), in
 # clock ticks (getconf CLK_TCK per second).
 cpu_ticks() {

@@ -1,4 +1,5 @@
-//! The contract of `../shared/CONTRACT.md`, checked over HTTP against the real binary.
+//! The contract (docs/api.md: the two routes of the old service, its tokens and test
+//! vectors), checked over HTTP against the real binary.
 
 mod common;
 
@@ -272,4 +273,56 @@ fn trailing_slash_query_string_and_percent_encoding_reach_the_video() {
         assert_eq!(response.status, 200, "{path}");
         assert_eq!(response.text(), SEED_VIDEO);
     }
+}
+
+/// The cells of the rows of the first Markdown table after `heading` in docs/api.md.
+fn api_reference_table(heading: &str) -> Vec<Vec<String>> {
+    let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+        .expect("read docs/api.md");
+    let (_, section) = reference
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("docs/api.md has no {heading:?}"));
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2) // the header and its rule
+        .map(|row| {
+            row.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_api_reference_states_the_vectors_the_token_code_computes() {
+    let vectors = api_reference_table("### Test vectors");
+    assert!(vectors.len() >= 5, "{vectors:?}");
+    for row in &vectors {
+        let [input, hash, token] = row.as_slice() else {
+            panic!("a vector row has three cells: {row:?}");
+        };
+        let (src, key) = input.split_once("?secret=").expect("src?secret=key");
+        let hash = match hash.as_str() {
+            "MD5" => video_server::token::ContractHash::Md5,
+            "SHA-256" => video_server::token::ContractHash::Sha256,
+            other => panic!("unknown hash {other}"),
+        };
+        let mut computed = Vec::new();
+        video_server::token::write_token(&mut computed, hash, src, key);
+        assert_eq!(String::from_utf8_lossy(&computed), *token, "{input}");
+    }
+    // The default CDNs' table is the one this suite checks the server against.
+    let default_cdns = api_reference_table("the seeded video's two sources sign to:");
+    let documented: Vec<(&str, &str)> = default_cdns
+        .iter()
+        .map(|row| (row[1].as_str(), row[2].as_str()))
+        .collect();
+    let tested: Vec<(&str, &str)> = DEFAULT_CDN_VECTORS
+        .iter()
+        .map(|&(_, hd, sd)| (hd, sd))
+        .collect();
+    assert_eq!(documented, tested);
 }

@@ -64,6 +64,50 @@ fn the_served_document_is_the_repository_one_and_lists_every_route() {
 }
 
 #[test]
+fn the_api_reference_lists_every_documented_route_and_method() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let document: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/openapi.json")).expect("openapi.json"),
+    )
+    .expect("valid JSON");
+    let reference = std::fs::read_to_string(format!("{root}/docs/api.md")).expect("api.md");
+    // docs/api.md's table of routes: `| [`/a`, `/b`](#…) | GET, HEAD | … |`.
+    let (_, routes) = reference
+        .split_once("\n## Routes\n")
+        .expect("a Routes section");
+    let rows: Vec<(Vec<&str>, &str)> = routes
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let paths = cells[1].split('`').skip(1).step_by(2).collect();
+            (paths, cells[2])
+        })
+        .collect();
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        // OpenAPI's `{videoId}` is the reference's `:videoId`.
+        let path = path.replace('{', ":").replace('}', "");
+        let (_, methods) = rows
+            .iter()
+            .find(|(paths, _)| paths.contains(&path.as_str()))
+            .unwrap_or_else(|| panic!("{path} is in openapi.json, not in docs/api.md's routes"));
+        for method in operations.as_object().expect("operations").keys() {
+            if method == "parameters" || (path == "/video/token" && method != "post") {
+                // GET /video/token is the catalog lookup of /video/:videoId, said in prose.
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            assert!(
+                methods.split(", ").any(|listed| listed == method),
+                "{method} {path} is in openapi.json, not in docs/api.md ({methods})"
+            );
+        }
+    }
+}
+
+#[test]
 fn schemathesis_finds_the_server_conforming_to_its_document() {
     let Some(schemathesis) = external_tool("st") else {
         return;

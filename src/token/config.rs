@@ -211,6 +211,7 @@ impl<'a> EntryReader<'a> {
         };
         Ok(Cdn {
             name: name.into(),
+            address_json: super::json_escaped(address),
             address: address.into(),
             ttl_seconds,
             bind_ip,

@@ -349,6 +349,7 @@ def report(args):
     say("")
 
     idle_lines(rec, say)
+    instruction_lines(rec, say)
 
     with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
         section.write("\n".join(lines) + "\n")
@@ -464,6 +465,39 @@ def idle_lines(rec, say):
         say(f"| {name} | {r['connections']:,} | {r['answered']:,} | {r['still_open']:,} | "
             f"{r['rss_before_mib']:.0f} MiB | {r['rss_after_mib']:.0f} MiB | "
             f"{r['kib_per_connection']:.1f} KiB |")
+    say("")
+
+
+INSTRUCTION_ROUTES = {
+    "plaintext": "`GET /plaintext`",
+    "plaintext-pipelined": "`GET /plaintext`, 16 per write",
+    "video": "`GET /video/12345` (HTTP side, view handed to the bus)",
+    "not-found": "`GET /video/<unknown>` (404)",
+    "token": "`POST /video/token` (two sources)",
+    "token-pipelined": "`POST /video/token`, 16 per write",
+    "view-writer": "batch writer, per view (SQLite, batches of 100)",
+}
+
+
+def instruction_lines(rec, say):
+    """Instructions per request under callgrind, beside the counts recorded in the
+    repository (bench/instructions.expected)."""
+    counts = rec.of_kind("instructions")
+    if not counts:
+        return
+    say("#### Instructions per request (callgrind)")
+    say("")
+    say("Counted by `bench/instructions.sh` under valgrind's callgrind, one worker, inside the "
+        "connection's coroutine (and the batch writer's flush for the writer's row): a count, "
+        "not a time, so it does not move with the machine's noise. `.ci/run` fails when a "
+        "route grows more than 5 % over the count recorded in `bench/instructions.expected`.")
+    say("")
+    say("| route | instructions per request | recorded | change |")
+    say("| --- | ---: | ---: | ---: |")
+    for r in counts:
+        change = (r["per_request"] - r["recorded"]) / r["recorded"] * 100
+        say(f"| {INSTRUCTION_ROUTES.get(r['route'], r['route'])} | {r['per_request']:,} | "
+            f"{r['recorded']:,} | {change:+.1f} % |")
     say("")
 
 

@@ -36,7 +36,8 @@
 #                 first by bench/baseline/check.py): token-autocannon, token-wrk, video-wrk,
 #                 token-openloop at NODE_RATE
 # Once: idle keep-alive memory of video-server and of nginx with each of IDLE_CONNECTIONS
-# connections (bench/idle_connections.py, waiting IDLE_SETTLE s before reading).
+# connections (bench/idle_connections.py, waiting IDLE_SETTLE s before reading), and the
+# instructions per request of each route under callgrind (bench/instructions.sh).
 #
 # Server CPU per request = (utime + stime of the server process, from /proc/PID/stat, over
 # the scenario) / requests: every thread counts, the batch writer included; for nginx, its
@@ -358,6 +359,11 @@ if [ "$schemes_only" = 0 ]; then
       grep '^IDLE_JSON ' "$out/idle-$server-$count.txt" | sed 's/^IDLE_JSON //' >>"$records"
     done
   done
+  echo "instructions per request (bench/instructions.sh)" >&2
+  # A route over its tolerance is reported in the table, not a reason to lose the run.
+  bash "$here/instructions.sh" >"$out/instructions.txt" 2>&1 ||
+    echo "bench/instructions.sh failed or found a route grown; see $out/instructions.txt" >&2
+  grep '^INSTRUCTIONS_JSON ' "$out/instructions.txt" | sed 's/^INSTRUCTIONS_JSON //' >>"$records" || true
 fi
 
 settings="RUNS=$RUNS DURATION=$DURATION SWEEP_DURATION=$SWEEP_DURATION RATE=$RATE NODE_RATE=$NODE_RATE CONNECTIONS=\"$CONNECTIONS\" PIPELINE_DEPTH=$PIPELINE_DEPTH PIPELINE_CONNECTIONS=\"$PIPELINE_CONNECTIONS\" IDLE_SETTLE=$IDLE_SETTLE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU"

@@ -6,6 +6,8 @@
 #   redbot   REDbot, the HTTP linter (PyPI, pinned), judges our caching headers
 #   st       Schemathesis (PyPI, pinned) tests the server against docs/openapi.json
 #   chromium Debian's Chromium: the browser test (tests/browser/) plays the page in it
+#   valgrind Debian's valgrind: bench/instructions.sh counts instructions per request with
+#            its callgrind tool
 #   playwright-core (npm, pinned by tests/browser/package-lock.json) drives that Chromium;
 #            it never downloads a browser of its own
 # The PyPI tools go into virtual environments under target/test-tools (cargo clean removes
@@ -22,6 +24,7 @@ missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v callgrind_control >/dev/null 2>&1 || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Instructions per request of each route, counted by valgrind's callgrind: a measure that
+# does not wobble on a shared, noisy machine (it counts instructions, not time), so that
+# a change which makes a route more expensive is caught in CI, not in a benchmark weeks on.
+#
+#   bench/instructions.sh            # count, print, and fail if a route grew more than
+#                                    # TOLERANCE_PERCENT (5) over bench/instructions.expected
+#   bench/instructions.sh --record   # count and write bench/instructions.expected
+#   REQUESTS=4000 bench/instructions.sh
+#
+# How: the release binary runs under callgrind with one worker, counting only inside the
+# functions that do a request's work: the connection's coroutine (`serve`: read, parse,
+# route, respond, write, hand the view to the bus) and, for the view writer, its `flush`
+# (one batch into SQLite). What runs between them (the runtime's scheduler waiting on
+# epoll, the writer waking for each view) costs instructions in proportion to how long
+# it waits, which is the wobble this measure exists to avoid. For each route, after a
+# warm-up, callgrind's counters are zeroed (callgrind_control), REQUESTS requests are sent
+# on one keep-alive connection (bench/instructions_client.py) and the counters dumped;
+# then again with 2 × REQUESTS. The difference over REQUESTS is the cost of one request,
+# without the fixed costs of the window (opening the connection). Routes:
+#   plaintext, plaintext-pipelined    GET /plaintext, one request per write, or 16
+#   video                             GET /video/12345: the HTTP side, the view handed
+#                                     to the bus
+#   not-found                         GET /video/<unknown id>: 404
+#   token, token-pipelined            POST /video/token with bench/token-body.json
+#   view-writer                       the batch writer's instructions per view, batches
+#                                     of 100 views (GET /video/12345 drives it)
+# Idle connections are never parked (--park-idle-ms 0): a parked connection resumes in a
+# new coroutine. The counts depend on the compiler and the dependencies' versions
+# (Cargo.lock): record them again (--record) when either changes on purpose.
+# Needs valgrind (scripts/install-test-tools.sh installs it) and python3.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+
+record=0
+for argument in "$@"; do
+  case "$argument" in
+    --record) record=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $argument (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+REQUESTS="${REQUESTS:-2000}"
+WARMUP="${WARMUP:-200}"
+TOLERANCE_PERCENT="${TOLERANCE_PERCENT:-5}"
+if [ $((REQUESTS % 100)) -ne 0 ] || [ $((WARMUP % 100)) -ne 0 ]; then
+  echo "instructions.sh: REQUESTS and WARMUP must be multiples of 100 (the writer's batch)" >&2
+  exit 2
+fi
+expected_file="$here/instructions.expected"
+client="$here/instructions_client.py"
+
+for tool in valgrind callgrind_control python3; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "instructions.sh: $tool is missing (scripts/install-test-tools.sh installs valgrind)" >&2
+    exit 1
+  fi
+done
+
+cargo build --release --quiet --bin video-server
+binary="${CARGO_TARGET_DIR:-$root/target}/release/video-server"
+
+work="$(mktemp -d)"
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+trap 'stop_server; rm -rf "$work"' EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME FUNCTION EXTRA-FLAGS...: the server under callgrind, counting inside
+# FUNCTION only, once /healthz answers.
+start_server() {
+  local name=$1 function=$2
+  shift 2
+  port="$(free_port)"
+  out="$work/$name.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no --dump-line=no \
+    --collect-atstart=no --toggle-collect="$function" \
+    "$binary" --listen "127.0.0.1:$port" --data-dir "$work/$name-data" --workers 1 \
+    --no-pin --park-idle-ms 0 --log-level warn "$@" >"$work/$name.log" 2>&1 &
+  server_pid=$!
+  local tries=0
+  until python3 -c 'import sys, urllib.request; urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)' "$port" 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 240 ] || ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "instructions.sh: the server under valgrind did not start; its log:" >&2
+      cat "$work/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+# window ROUTE COUNT SETTLE: instructions of the whole process while COUNT requests of
+# ROUTE are answered (and SETTLE seconds after, for work done behind the response).
+window() {
+  local route=$1 count=$2 settle=$3 before
+  callgrind_control --zero "$server_pid" >/dev/null 2>&1
+  python3 "$client" "$port" "$route" "$count"
+  sleep "$settle"
+  before="$(ls "$out".* 2>/dev/null | wc -l)"
+  callgrind_control --dump "$server_pid" >/dev/null 2>&1
+  # The newest dump's totals line: instructions (Ir) since the counters were zeroed.
+  local dump
+  dump="$(ls -v "$out".* | tail -1)"
+  if [ "$(ls "$out".* | wc -l)" -le "$before" ]; then
+    echo "instructions.sh: callgrind wrote no dump for $route" >&2
+    exit 1
+  fi
+  awk '/^(totals|summary):/ { print $2; exit }' "$dump"
+}
+
+# measure NAME ROUTE SETTLE: instructions per request of ROUTE, reported as NAME.
+measure() {
+  local name=$1 route=$2 settle=$3 one two
+  python3 "$client" "$port" "$route" "$WARMUP"
+  one="$(window "$route" "$REQUESTS" "$settle")"
+  two="$(window "$route" "$((2 * REQUESTS))" "$settle")"
+  echo "$name $(((two - one) / REQUESTS))"
+}
+
+results="$work/results"
+: >"$results"
+echo "counting instructions per request with callgrind ($REQUESTS and $((2 * REQUESTS)) requests per route)" >&2
+start_server http 'video_server::http::server::serve' --flush-interval-ms 60000 --batch-size 1000000
+for route in plaintext plaintext-pipelined video not-found token token-pipelined; do
+  measure "$route" "$route" 0.2 | tee -a "$results"
+done
+stop_server
+# Batches of exactly 100 views (never flushed by age), and windows of whole batches.
+start_server writer 'video_server::views::writer::BatchWriter*::flush' \
+  --flush-interval-ms 60000 --batch-size 100
+measure view-writer video 1 | tee -a "$results"
+stop_server
+
+if [ "$record" -eq 1 ]; then
+  {
+    echo "# Instructions per request by route, written by bench/instructions.sh --record on"
+    echo "# $(date -u +%Y-%m-%d) with $(rustc --version), checked by bench/instructions.sh."
+    cat "$results"
+  } >"$expected_file"
+  echo "recorded in $expected_file" >&2
+  exit 0
+fi
+
+if [ ! -f "$expected_file" ]; then
+  echo "instructions.sh: no $expected_file to compare with (run with --record)" >&2
+  exit 1
+fi
+python3 - "$expected_file" "$results" "$TOLERANCE_PERCENT" <<'EOF'
+import json
+import sys
+
+def table(path):
+    rows = {}
+    for line in open(path):
+        if line.strip() and not line.startswith("#"):
+            route, count = line.split()
+            rows[route] = int(count)
+    return rows
+
+expected, measured, tolerance = table(sys.argv[1]), table(sys.argv[2]), float(sys.argv[3])
+failed = []
+records = []  # for bench/run.sh's report
+print(f"{'route':<22}{'recorded':>10}{'now':>10}{'change':>9}")
+for route, now in measured.items():
+    was = expected.get(route)
+    if was is None:
+        print(f"{route:<22}{'-':>10}{now:>10}{'new':>9}")
+        failed.append(f"{route} has no recorded count")
+        continue
+    change = (now - was) / was * 100
+    print(f"{route:<22}{was:>10}{now:>10}{change:>+8.1f}%")
+    records.append({"kind": "instructions", "route": route, "per_request": now,
+                    "recorded": was})
+    if change > tolerance:
+        failed.append(f"{route} grew {change:.1f}% (more than {tolerance:g}%)")
+for record in records:
+    print("INSTRUCTIONS_JSON " + json.dumps(record))
+for route in expected.keys() - measured.keys():
+    failed.append(f"{route} was recorded but not measured")
+if failed:
+    print("instructions.sh: " + "; ".join(failed), file=sys.stderr)
+    print("If the growth is intended, record the new counts: bench/instructions.sh --record",
+          file=sys.stderr)
+    sys.exit(1)
+print(f"every route within {tolerance:g}% of its recorded count")
+EOF

@@ -255,27 +255,42 @@ def report(args):
             f"no errors | {seed / seed_plain:.1%} ({fmt(seed, 0)} vs {fmt(seed_plain, 0)}), "
             f"{seed_errors} errors | {verdict(seed / seed_plain >= 0.95 and seed_errors == 0)} |")
     if fixed is not None:
+        fixed_rounds = sorted(rec.load("token-openloop", "video-server", rate),
+                              key=lambda r: r["round"])
         rounds_text = ", ".join(
-            f"{r['p99_ms']:.2f} ms at {r['steal_pct']:.1f} % steal"
-            for r in sorted(rec.load("token-openloop", "video-server", rate), key=lambda r: r["round"]))
-        say(f"| p99 at a fixed {rate:,} req/s (token, openloop) | ≤ 2 ms | {fmt(fixed, 2)} ms "
-            f"(rounds: {rounds_text}); plain text at the same rate: this binary "
+            f"{r['p99_ms']:.2f} / {r['p999_ms']:.2f} ms at {r['steal_pct']:.1f} % steal"
+            for r in fixed_rounds)
+        # The machine's hypervisor, not the server, sets the tail of a round with steal.
+        quiet = [r for r in fixed_rounds if r["steal_pct"] < 1] or fixed_rounds
+        p99 = statistics.median(r["p99_ms"] for r in quiet)
+        p999 = statistics.median(r["p999_ms"] for r in quiet)
+        say(f"| token at a fixed {rate:,} req/s (openloop, 100 connections), rounds under 1 % "
+            f"steal | p99 ≤ 2 ms, p99.9 ≤ 5 ms | p99 {fmt(p99, 2)} ms, p99.9 {fmt(p999, 2)} ms "
+            f"over {len(quiet)} of {len(fixed_rounds)} rounds (every round, p99 / p99.9: "
+            f"{rounds_text}); plain text at the same rate (median p99): this binary "
             f"{fmt(fixed_plain, 2)} ms, may_minihttp {fmt(fixed_mini, 2)} ms "
-            f"| {verdict(fixed <= 2)} |")
+            f"| {verdict(p99 <= 2 and p999 <= 5)} |")
     if idle:
-        say(f"| {idle['connections']:,} idle keep-alive connections | ≤ 400 MB resident | "
-            f"{idle['rss_after_mib']:.0f} MiB ({idle['kib_per_connection']:.1f} KiB each, "
-            f"{idle['answered']:,} answered) | {verdict(idle['rss_after_mib'] * 1.048576 <= 400)} |")
+        say(f"| resident memory per idle keep-alive connection, {idle['connections']:,} open | "
+            f"≤ 2 KiB | {idle['kib_per_connection']:.1f} KiB ({idle['rss_after_mib']:.0f} MiB "
+            f"in all, {idle['answered']:,} answered) | {verdict(idle['kib_per_connection'] <= 2)} |")
     if len(sources) >= 3 and all(cpu for _, cpu in sources):
         intercept, slope, r2 = fit_line(sources)
         say(f"| CPU per request vs sources {sources[0][0]}→{sources[-1][0]} | linear, small "
             f"constant | {fmt(sources[0][1])} → {fmt(sources[-1][1])} µs; fit "
             f"{intercept:.1f} µs + {slope:.2f} µs/source, r² {r2:.3f} | {verdict(r2 >= 0.98)} |")
     if len(conns) >= 2 and all(cpu for _, cpu in conns):
-        low, high = min(c for _, c in conns), max(c for _, c in conns)
-        say(f"| CPU per request vs connections {conns[0][0]:,}→{conns[-1][0]:,} | flat | "
+        fewest, most = conns[0][0], conns[-1][0]
+        ours = conns[-1][1] / conns[0][1]
+        nginx_low = m("cpu_us_per_request", "plaintext-conns-wrk", "nginx", fewest)
+        nginx_high = m("cpu_us_per_request", "plaintext-conns-wrk", "nginx", most)
+        nginx = nginx_high / nginx_low if nginx_low and nginx_high else None
+        nginx_text = f"; nginx's hello: {nginx:.2f}×" if nginx else ""
+        say(f"| token CPU per request, {most:,} ÷ {fewest:,} connections (wrk) | ≤ 1.2×, and "
+            f"not above nginx's own ratio | {ours:.2f}× ("
             + ", ".join(f"{n:,}: {fmt(c)}" for n, c in conns)
-            + f" µs (max/min {high / low:.2f}) | {verdict(high / low <= 1.5)} |")
+            + f" µs){nginx_text} | {verdict(ours <= 1.2 and (nginx is None or ours <= nginx))} |")
+    limit_lines(rec, say)
     say("")
 
     scheme_lines(rec, say)
@@ -354,6 +369,35 @@ def report(args):
     with open(f"{args.out}/performance.md", "w", encoding="utf-8") as section:
         section.write("\n".join(lines) + "\n")
     write_plots(rec, args.out, rate, node_rate, sources)
+
+
+def limit_lines(rec, say):
+    """The anchored targets: each route's CPU per response over an anchor's hello world,
+    both measured in this run at the fewest connections, with and without pipelining."""
+    def cpu(route, server, connections, depth):
+        return rec.median("cpu_us_per_request", f"{route}-conns-wrk", server, connections, depth)
+
+    depths = [d for d in rec.depths("plaintext-conns-wrk", "minihttp") if d > 1]
+    targets = []
+    if depths:
+        depth = depths[0]
+        connections = min(rec.params("plaintext-conns-wrk", "minihttp", depth) or [0])
+        for route, goal, note in (("plaintext", 1.0, ""),
+                                  ("video", 2.0, "; every thread counted, the batch writer's inserts too"),
+                                  ("token", 3.0, "")):
+            targets.append((route, "minihttp", connections, depth, goal, note))
+    connections = min(rec.params("plaintext-conns-wrk", "nginx") or [0])
+    for route in ("plaintext", "video", "token"):
+        targets.append((route, "nginx", connections, 1, 1.0, ""))
+    for route, anchor, connections, depth, goal, note in targets:
+        ours, theirs = cpu(route, "video-server", connections, depth), \
+            cpu("plaintext", anchor, connections, depth)
+        if not ours or not theirs:
+            continue
+        setting = f"{connections:,} connections" + (f", {depth} per write" if depth > 1 else "")
+        say(f"| {ROUTE_NAMES[route]} CPU per response ÷ {SERVER_NAMES[anchor]}'s hello ({setting}"
+            f"{note}) | ≤ {goal:.1f}× | {ours / theirs:.2f}× ({fmt(ours, 2)} / {fmt(theirs, 2)} µs) "
+            f"| {verdict(ours / theirs <= goal)} |")
 
 
 def anchor_lines(rec, say):

@@ -1,13 +1,17 @@
 //! The `Date` header value, formatted once per second and shared by every worker.
 //!
 //! Formatting an HTTP date per response would cost more than the rest of a small
-//! response's head. Workers share one cached value behind a sequence lock made of atomics:
-//! readers never wait and never write a shared cache line except once a second, when the
-//! first reader to see a new second re-formats it. (A thread-local cache is not an option:
-//! coroutines migrate between worker threads, and a thread-local address cached across a
-//! yield would be another thread's.)
+//! response's head, and even reading the clock per response is a measurable share of a
+//! pipelined one. So a thread of its own (`http-date`) re-formats the value as each second
+//! begins, and a response only copies it. Workers share the value behind a sequence lock
+//! made of atomics: readers never wait and never write a shared cache line. (A
+//! thread-local cache is not an option: coroutines migrate between worker threads, and a
+//! thread-local address cached across a yield would be another thread's.) If that thread
+//! cannot be started, each response reads the clock and the first to see a new second
+//! re-formats the value, as before.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` is 29 bytes; stored in four 8-byte words.
@@ -27,22 +31,27 @@ static CACHE: DateCache = DateCache {
     words: [const { AtomicU64::new(0) }; 4],
 };
 
+/// Whether the `http-date` thread keeps the cache current.
+static TICKING: AtomicBool = AtomicBool::new(false);
+static START: Once = Once::new();
+
 /// Appends the current HTTP date (IMF-fixdate) to `out`.
 pub fn write_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    START.call_once(start_ticking);
+    let ticking = TICKING.load(Ordering::Relaxed);
     loop {
         let sequence = CACHE.sequence.load(Ordering::Acquire);
         if sequence % 2 == 1 {
             std::hint::spin_loop();
             continue;
         }
-        if CACHE.second.load(Ordering::Relaxed) != second {
-            refresh(sequence, second, now);
-            continue;
+        if !ticking {
+            let now = SystemTime::now();
+            let second = unix_second(now);
+            if CACHE.second.load(Ordering::Relaxed) != second {
+                refresh(sequence, second, now);
+                continue;
+            }
         }
         let mut bytes = [0u8; 32];
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(&CACHE.words) {
@@ -52,6 +61,50 @@ pub fn write_date(out: &mut Vec<u8>) {
         if CACHE.sequence.load(Ordering::Relaxed) == sequence {
             out.extend_from_slice(&bytes[..DATE_LEN]);
             return;
+        }
+    }
+}
+
+fn unix_second(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Formats the date now, then starts the thread that keeps it current.
+fn start_ticking() {
+    refresh_when_idle(SystemTime::now());
+    let spawned = std::thread::Builder::new()
+        .name("http-date".into())
+        .spawn(|| loop {
+            let now = SystemTime::now();
+            refresh_when_idle(now);
+            // Wake just after the next second begins.
+            let into_second = now
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .subsec_nanos();
+            let left = Duration::from_nanos(1_000_000_000 - u64::from(into_second));
+            std::thread::sleep(left + Duration::from_millis(1));
+        });
+    match spawned {
+        Ok(_) => TICKING.store(true, Ordering::Relaxed),
+        Err(error) => {
+            tracing::warn!(%error, "no thread for the Date header; each response reads the clock")
+        }
+    }
+}
+
+/// Re-formats the cached date for `now`, waiting out a reader-side writer (the fallback
+/// path) rather than skipping the second.
+fn refresh_when_idle(now: SystemTime) {
+    let second = unix_second(now);
+    while CACHE.second.load(Ordering::Relaxed) != second {
+        let sequence = CACHE.sequence.load(Ordering::Acquire);
+        if sequence.is_multiple_of(2) {
+            refresh(sequence, second, now);
+        } else {
+            std::hint::spin_loop();
         }
     }
 }
@@ -95,6 +148,29 @@ mod tests {
             .duration_since(parsed)
             .unwrap_or(Duration::ZERO);
         assert!(skew < Duration::from_secs(5), "{text}");
+    }
+
+    #[test]
+    fn the_date_moves_on_without_a_response_reading_the_clock() {
+        let read = || {
+            let mut out = Vec::new();
+            write_date(&mut out);
+            let text = String::from_utf8(out).expect("ascii");
+            httpdate::parse_http_date(&text).expect("valid HTTP date")
+        };
+        let first = read();
+        assert!(
+            TICKING.load(Ordering::Relaxed),
+            "the http-date thread did not start"
+        );
+        std::thread::sleep(Duration::from_millis(2100));
+        let later = read();
+        let moved = later.duration_since(first).unwrap_or(Duration::ZERO);
+        assert!(moved >= Duration::from_secs(1), "{first:?} then {later:?}");
+        let skew = SystemTime::now()
+            .duration_since(later)
+            .unwrap_or(Duration::ZERO);
+        assert!(skew < Duration::from_secs(2), "{later:?}");
     }
 
     #[test]

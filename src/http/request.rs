@@ -107,7 +107,9 @@ impl<'b> Request<'b> {
 
     /// The path without the query string.
     pub fn path(&self) -> &'b str {
-        match self.target.find('?') {
+        // A byte search: `str::find` with a char pattern costs several times more on
+        // targets this short, and this runs for every request.
+        match self.target.bytes().position(|byte| byte == b'?') {
             Some(end) => &self.target[..end],
             None => self.target,
         }

@@ -35,6 +35,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 record=0
 for argument in "$@"; do
@@ -68,14 +70,11 @@ binary="${CARGO_TARGET_DIR:-$root/target}/release/video-server"
 
 work="$(mktemp -d)"
 server_pid=""
-stop_server() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+stop_running_server() {
+  [ -z "$server_pid" ] || stop_server "$server_pid"
   server_pid=""
 }
-trap 'stop_server; rm -rf "$work"' EXIT
+trap 'stop_running_server; rm -rf "$work"' EXIT
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -93,20 +92,16 @@ start_server() {
     "$binary" --listen "127.0.0.1:$port" --data-dir "$work/$name-data" --workers 1 \
     --no-pin --park-idle-ms 0 --log-level warn "$@" >"$work/$name.log" 2>&1 &
   server_pid=$!
-  local tries=0
-  until python3 -c 'import sys, urllib.request; urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)' "$port" 2>/dev/null; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 240 ] || ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "instructions.sh: the server under valgrind did not start; its log:" >&2
-      cat "$work/$name.log" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
+  # Valgrind starts the binary slowly: up to two minutes on a busy machine.
+  if ! wait_ready "$port" "$server_pid" /healthz 120; then
+    echo "instructions.sh: the server under valgrind did not start; its log:" >&2
+    cat "$work/$name.log" >&2
+    exit 1
+  fi
 }
 
-# window ROUTE COUNT SETTLE: instructions of the whole process while COUNT requests of
-# ROUTE are answered (and SETTLE seconds after, for work done behind the response).
+# window ROUTE COUNT SETTLE: instructions counted (inside the server's FUNCTION) while COUNT
+# requests of ROUTE are answered and SETTLE seconds after, for work done behind the response.
 window() {
   local route=$1 count=$2 settle=$3 before
   callgrind_control --zero "$server_pid" >/dev/null 2>&1
@@ -144,12 +139,12 @@ start_server http 'video_server::http::server::serve' --flush-interval-ms 60000 
 for route in plaintext plaintext-pipelined video not-found token token-pipelined; do
   measure "$route" "$route" 0.2 | tee -a "$results"
 done
-stop_server
+stop_running_server
 # Batches of exactly 100 views (never flushed by age), and windows of whole batches.
 start_server writer 'video_server::views::writer::BatchWriter*::flush' \
   --flush-interval-ms 60000 --batch-size 100
 measure view-writer video 1 | tee -a "$results"
-stop_server
+stop_running_server
 
 if [ "$record" -eq 1 ]; then
   {

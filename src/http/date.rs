@@ -38,20 +38,14 @@ static START: Once = Once::new();
 /// Appends the current HTTP date (IMF-fixdate) to `out`.
 pub fn write_date(out: &mut Vec<u8>) {
     START.call_once(start_ticking);
-    let ticking = TICKING.load(Ordering::Relaxed);
+    if !TICKING.load(Ordering::Relaxed) {
+        refresh_when_idle(SystemTime::now());
+    }
     loop {
         let sequence = CACHE.sequence.load(Ordering::Acquire);
         if sequence % 2 == 1 {
             std::hint::spin_loop();
             continue;
-        }
-        if !ticking {
-            let now = SystemTime::now();
-            let second = unix_second(now);
-            if CACHE.second.load(Ordering::Relaxed) != second {
-                refresh(sequence, second, now);
-                continue;
-            }
         }
         let mut bytes = [0u8; 32];
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(&CACHE.words) {
@@ -65,10 +59,8 @@ pub fn write_date(out: &mut Vec<u8>) {
     }
 }
 
-fn unix_second(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
+fn since_epoch(now: SystemTime) -> Duration {
+    now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
 }
 
 /// Formats the date now, then starts the thread that keeps it current.
@@ -80,10 +72,7 @@ fn start_ticking() {
             let now = SystemTime::now();
             refresh_when_idle(now);
             // Wake just after the next second begins.
-            let into_second = now
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .subsec_nanos();
+            let into_second = since_epoch(now).subsec_nanos();
             let left = Duration::from_nanos(1_000_000_000 - u64::from(into_second));
             std::thread::sleep(left + Duration::from_millis(1));
         });
@@ -95,10 +84,10 @@ fn start_ticking() {
     }
 }
 
-/// Re-formats the cached date for `now`, waiting out a reader-side writer (the fallback
-/// path) rather than skipping the second.
+/// Re-formats the cached date for `now` unless it holds that second already, waiting out
+/// another writer (without the thread, readers write) rather than skipping the second.
 fn refresh_when_idle(now: SystemTime) {
-    let second = unix_second(now);
+    let second = since_epoch(now).as_secs();
     while CACHE.second.load(Ordering::Relaxed) != second {
         let sequence = CACHE.sequence.load(Ordering::Acquire);
         if sequence.is_multiple_of(2) {

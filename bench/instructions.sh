@@ -21,12 +21,17 @@
 # more (a heap growing, say), which the median leaves out. Opening the connection, the
 # one fixed cost of a window, is lost in 2,000 requests. Routes:
 #   plaintext, plaintext-pipelined    GET /plaintext, one request per write, or 16
-#   video                             GET /video/12345: the HTTP side, the view handed
-#                                     to the bus
+#   video, video-pipelined            GET /video/12345: the HTTP side, the view handed
+#                                     to the bus; one request per write, or 16
 #   not-found                         GET /video/<unknown id>: 404
 #   token, token-pipelined            POST /video/token with bench/token-body.json
 #   view-writer                       the batch writer's instructions per view, batches
 #                                     of 100 views (GET /video/12345 drives it)
+# With --anchors, also the anchor of issue 18's pipelined targets: may_minihttp's hello
+# world (bench/minihttp-ceiling) beside our /plaintext, each counted the same way: every
+# instruction a coroutine runs (may's run_coroutine: the connection's work and the
+# switches into and out of it; minihttp inlines its connection loop, so `serve` has no
+# counterpart there). Printed, and reported by bench/run.sh, but not checked.
 # Idle connections are never parked (--park-idle-ms 0): a parked connection resumes in a
 # new coroutine. The counts depend on the compiler and the dependencies' versions
 # (Cargo.lock): record them again (--record) when either changes on purpose.
@@ -39,9 +44,11 @@ cd "$root"
 . "$here/lib.sh"
 
 record=0
+anchors=0
 for argument in "$@"; do
   case "$argument" in
     --record) record=1 ;;
+    --anchors) anchors=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $argument (try --help)" >&2; exit 2 ;;
   esac
@@ -80,24 +87,32 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server NAME FUNCTION EXTRA-FLAGS...: the server under callgrind, counting inside
-# FUNCTION only, once /healthz answers.
+# start_under_callgrind NAME FUNCTION READY-PATH COMMAND...: COMMAND (which listens on
+# $port) under callgrind, counting inside FUNCTION only, once READY-PATH answers.
+start_under_callgrind() {
+  local name=$1 function=$2 ready=$3
+  shift 3
+  out="$work/$name.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no --dump-line=no \
+    --collect-atstart=no --toggle-collect="$function" "$@" >"$work/$name.log" 2>&1 &
+  server_pid=$!
+  # Valgrind starts the binary slowly: up to two minutes on a busy machine.
+  if ! wait_ready "$port" "$server_pid" "$ready" 120; then
+    echo "instructions.sh: $name under valgrind did not start; its log:" >&2
+    cat "$work/$name.log" >&2
+    exit 1
+  fi
+}
+
+# start_server NAME FUNCTION EXTRA-FLAGS...: video-server with one worker, counted inside
+# FUNCTION.
 start_server() {
   local name=$1 function=$2
   shift 2
   port="$(free_port)"
-  out="$work/$name.callgrind"
-  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no --dump-line=no \
-    --collect-atstart=no --toggle-collect="$function" \
+  start_under_callgrind "$name" "$function" /healthz \
     "$binary" --listen "127.0.0.1:$port" --data-dir "$work/$name-data" --workers 1 \
-    --no-pin --park-idle-ms 0 --log-level warn "$@" >"$work/$name.log" 2>&1 &
-  server_pid=$!
-  # Valgrind starts the binary slowly: up to two minutes on a busy machine.
-  if ! wait_ready "$port" "$server_pid" /healthz 120; then
-    echo "instructions.sh: the server under valgrind did not start; its log:" >&2
-    cat "$work/$name.log" >&2
-    exit 1
-  fi
+    --no-pin --park-idle-ms 0 --log-level warn "$@"
 }
 
 # window ROUTE COUNT SETTLE: instructions counted (inside the server's FUNCTION) while COUNT
@@ -136,7 +151,7 @@ results="$work/results"
 : >"$results"
 echo "counting instructions per request with callgrind (median of $WINDOWS windows of $REQUESTS requests per route)" >&2
 start_server http 'video_server::http::server::serve' --flush-interval-ms 60000 --batch-size 1000000
-for route in plaintext plaintext-pipelined video not-found token token-pipelined; do
+for route in plaintext plaintext-pipelined video video-pipelined not-found token token-pipelined; do
   measure "$route" "$route" 0.2 | tee -a "$results"
 done
 stop_running_server
@@ -145,6 +160,27 @@ start_server writer 'video_server::views::writer::BatchWriter*::flush' \
   --flush-interval-ms 60000 --batch-size 100
 measure view-writer video 1 | tee -a "$results"
 stop_running_server
+
+anchor_results="$work/anchors"
+: >"$anchor_results"
+if [ "$anchors" -eq 1 ]; then
+  echo "anchors: video-server and may_minihttp, every instruction run in coroutines" >&2
+  cargo build --release --quiet --manifest-path "$here/minihttp-ceiling/Cargo.toml" \
+    --target-dir "$here/minihttp-ceiling/target"
+  start_server anchor-video-server 'may::coroutine_impl::run_coroutine' \
+    --flush-interval-ms 60000 --batch-size 1000000
+  for route in plaintext plaintext-pipelined; do
+    measure "video-server $route" "$route" 0.2 | tee -a "$anchor_results"
+  done
+  stop_running_server
+  port="$(free_port)"
+  start_under_callgrind anchor-minihttp 'may::coroutine_impl::run_coroutine' /requests \
+    "$here/minihttp-ceiling/target/release/minihttp-ceiling" "127.0.0.1:$port"
+  for route in plaintext plaintext-pipelined; do
+    measure "may_minihttp $route" "$route" 0.2 | tee -a "$anchor_results"
+  done
+  stop_running_server
+fi
 
 if [ "$record" -eq 1 ]; then
   {
@@ -160,7 +196,7 @@ if [ ! -f "$expected_file" ]; then
   echo "instructions.sh: no $expected_file to compare with (run with --record)" >&2
   exit 1
 fi
-python3 - "$expected_file" "$results" "$TOLERANCE_PERCENT" <<'EOF'
+python3 - "$expected_file" "$results" "$TOLERANCE_PERCENT" "$anchor_results" <<'EOF'
 import json
 import sys
 
@@ -188,6 +224,17 @@ for route, now in measured.items():
                     "recorded": was})
     if change > tolerance:
         failed.append(f"{route} grew {change:.1f}% (more than {tolerance:g}%)")
+anchors = {}
+for line in open(sys.argv[4]):
+    server, route, count = line.split()
+    anchors.setdefault(route, {})[server] = int(count)
+for route, counts in anchors.items():
+    ours, theirs = counts.get("video-server"), counts.get("may_minihttp")
+    if ours and theirs:
+        print(f"in coroutines, {route}: video-server {ours}, may_minihttp {theirs}: "
+              f"{ours / theirs:.2f}x")
+        records.append({"kind": "instructions-anchor", "route": route,
+                        "video_server": ours, "minihttp": theirs})
 for record in records:
     print("INSTRUCTIONS_JSON " + json.dumps(record))
 for route in expected.keys() - measured.keys():

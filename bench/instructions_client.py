@@ -35,6 +35,7 @@ ROUTES = {
     "plaintext": (get("/plaintext"), 200, 1),
     "plaintext-pipelined": (get("/plaintext"), 200, DEPTH),
     "video": (get("/video/12345"), 200, 1),
+    "video-pipelined": (get("/video/12345"), 200, DEPTH),
     "not-found": (get("/video/does-not-exist"), 404, 1),
     "token": (token_request(), 200, 1),
     "token-pipelined": (token_request(), 200, DEPTH),

@@ -361,7 +361,7 @@ if [ "$schemes_only" = 0 ]; then
   done
   echo "instructions per request (bench/instructions.sh)" >&2
   # A route over its tolerance is reported in the table, not a reason to lose the run.
-  bash "$here/instructions.sh" >"$out/instructions.txt" 2>&1 ||
+  bash "$here/instructions.sh" --anchors >"$out/instructions.txt" 2>&1 ||
     echo "bench/instructions.sh failed or found a route grown; see $out/instructions.txt" >&2
   grep '^INSTRUCTIONS_JSON ' "$out/instructions.txt" | sed 's/^INSTRUCTIONS_JSON //' >>"$records" || true
 fi

@@ -5,7 +5,8 @@
 //! - `videos`: the catalog, one JSON document per `video_id`;
 //! - `views`: every view (`video_id`, `client_ip`: what `--client-ip` keeps of the
 //!   address, `timestamp_ms`), or with `--view-retention-days` those of the last days (see
-//!   [`super::retention`]); no count is read from it;
+//!   [`super::retention`]); no count is read from it, so it has no index but its rowid
+//!   (see [`SCHEMA_VERSION`]);
 //! - `view_counts`: views per video, and `view_days`: views and a unique-viewer sketch per
 //!   video and UTC day, advanced in the same transaction as the inserts, so counts are
 //!   exact and reading them at start does not scan `views`;
@@ -65,7 +66,6 @@ CREATE TABLE IF NOT EXISTS views (
     client_ip TEXT NOT NULL,
     timestamp_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS views_by_video ON views (video_id, timestamp_ms);
 CREATE TABLE IF NOT EXISTS view_counts (
     video_id TEXT PRIMARY KEY NOT NULL,
     views INTEGER NOT NULL
@@ -107,9 +107,16 @@ const ADD_VIEW_COUNT: &str = "INSERT INTO view_counts (video_id, views) VALUES (
 const UPSERT_VIEW_DAY: &str = "INSERT INTO view_days (video_id, day, views, sketch)
      VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (video_id, day) DO UPDATE SET views = views + excluded.views, sketch = excluded.sketch";
-/// `PRAGMA user_version` once `view_days` holds every stored view (older files are
-/// migrated at open).
-const SCHEMA_VERSION: i64 = 2;
+/// `PRAGMA user_version` of the current schema; older files are migrated at open:
+/// - 2: `view_days` holds every stored view (rebuilt from `views`);
+/// - 3: no index on `views` by video. No read of the server used it, and keeping it cost
+///   about 40 % of the batch writer's CPU per view and 30 % of the bytes per view
+///   (`bench/instructions.sh`, `bench/view_storage.sh`). Counts are read from
+///   `view_counts` and `view_days`; an analyst who queries raw views of one video often
+///   can create an index of their own.
+const SCHEMA_VERSION: i64 = 3;
+/// The schema version from which `view_days` holds every stored view.
+const DAYS_COUNTED_VERSION: i64 = 2;
 const UPSERT_VIDEO: &str = "INSERT INTO videos (video_id, document) VALUES (?1, ?2)
      ON CONFLICT (video_id) DO UPDATE SET document = excluded.document";
 
@@ -177,8 +184,7 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    /// Brings a file from before per-day counts up to date: `view_days` is rebuilt from the
-    /// `views` table, so existing views keep counting, per day and in uniques.
+    /// Brings an older file up to date (see [`SCHEMA_VERSION`]), in one transaction.
     fn migrate(&mut self) -> Result<(), StoreError> {
         let version: i64 = self
             .connection
@@ -191,43 +197,20 @@ impl EmbeddedStore {
             .connection
             .transaction()
             .map_err(sqlite("begin migration"))?;
-        let mut days: HashMap<(String, i64), (u64, Sketch)> = HashMap::new();
-        {
-            let mut statement = transaction
-                .prepare("SELECT video_id, client_ip, timestamp_ms FROM views")
-                .map_err(sqlite("prepare migration"))?;
-            let mut rows = statement
-                .query([])
-                .map_err(sqlite("read views to migrate"))?;
-            while let Some(row) = rows.next().map_err(sqlite("read a view to migrate"))? {
-                let video_id: String = row.get(0).map_err(sqlite("read a view to migrate"))?;
-                let client: String = row.get(1).map_err(sqlite("read a view to migrate"))?;
-                let timestamp_ms: i64 = row.get(2).map_err(sqlite("read a view to migrate"))?;
-                let (views, sketch) = days.entry((video_id, utc_day(timestamp_ms))).or_default();
-                *views += 1;
-                match Viewer::parse(&client) {
-                    Some(viewer) => sketch.insert(viewer.key().bytes()),
-                    None => sketch.insert(client.as_bytes()),
-                }
-            }
-            transaction
-                .execute("DELETE FROM view_days", [])
-                .map_err(sqlite("clear view_days"))?;
-            let mut insert = transaction
-                .prepare(UPSERT_VIEW_DAY)
-                .map_err(sqlite("prepare migration"))?;
-            for ((video_id, day), (views, sketch)) in &days {
-                insert
-                    .execute(params![video_id, day, *views as i64, sketch.to_bytes()])
-                    .map_err(sqlite("migrate a day"))?;
-            }
-        }
+        let days = if version < DAYS_COUNTED_VERSION {
+            count_stored_days(&transaction)?
+        } else {
+            0
+        };
+        transaction
+            .execute_batch("DROP INDEX IF EXISTS views_by_video")
+            .map_err(sqlite("drop the index views_by_video"))?;
         transaction
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sqlite("set the schema version"))?;
         transaction.commit().map_err(sqlite("commit migration"))?;
-        if !days.is_empty() {
-            tracing::info!(days = days.len(), "counted the stored views per day");
+        if days > 0 {
+            tracing::info!(days, "counted the stored views per day");
         }
         Ok(())
     }
@@ -638,6 +621,41 @@ impl CatalogSource for EmbeddedCatalogSource {
     }
 }
 
+/// Rebuilds `view_days` from the `views` table, for a file from before per-day counts, so
+/// existing views keep counting, per day and in uniques. Returns the days written.
+fn count_stored_days(connection: &Connection) -> Result<usize, StoreError> {
+    let mut days: HashMap<(String, i64), (u64, Sketch)> = HashMap::new();
+    let mut statement = connection
+        .prepare("SELECT video_id, client_ip, timestamp_ms FROM views")
+        .map_err(sqlite("prepare migration"))?;
+    let mut rows = statement
+        .query([])
+        .map_err(sqlite("read views to migrate"))?;
+    while let Some(row) = rows.next().map_err(sqlite("read a view to migrate"))? {
+        let video_id: String = row.get(0).map_err(sqlite("read a view to migrate"))?;
+        let client: String = row.get(1).map_err(sqlite("read a view to migrate"))?;
+        let timestamp_ms: i64 = row.get(2).map_err(sqlite("read a view to migrate"))?;
+        let (views, sketch) = days.entry((video_id, utc_day(timestamp_ms))).or_default();
+        *views += 1;
+        match Viewer::parse(&client) {
+            Some(viewer) => sketch.insert(viewer.key().bytes()),
+            None => sketch.insert(client.as_bytes()),
+        }
+    }
+    connection
+        .execute("DELETE FROM view_days", [])
+        .map_err(sqlite("clear view_days"))?;
+    let mut insert = connection
+        .prepare(UPSERT_VIEW_DAY)
+        .map_err(sqlite("prepare migration"))?;
+    for ((video_id, day), (views, sketch)) in &days {
+        insert
+            .execute(params![video_id, day, *views as i64, sketch.to_bytes()])
+            .map_err(sqlite("migrate a day"))?;
+    }
+    Ok(days.len())
+}
+
 /// Every stored video with its persisted view count.
 fn read_videos(connection: &Connection) -> Result<Vec<StoredVideo>, StoreError> {
     let mut statement = connection
@@ -865,6 +883,58 @@ mod tests {
                 views: 5,
                 unique_viewers: 3
             }]
+        );
+    }
+
+    #[test]
+    fn a_file_with_the_old_index_by_video_loses_it_and_keeps_its_views() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = super::super::epoch_millis();
+        let index_count = |store: &EmbeddedStore| -> i64 {
+            store
+                .connection
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'views'",
+                    [],
+                    |row| row.get(0),
+                )
+                .expect("read the schema")
+        };
+        {
+            let mut store = EmbeddedStore::open(dir.path()).expect("open");
+            store.seed_if_empty().expect("seed");
+            assert_eq!(index_count(&store), 0, "a new file has no index on views");
+            let views = [view("12345", IpAddr::from([198, 51, 100, 7]), now); 4];
+            store.write_views(&views).expect("write");
+            // What version 2 left: the index, and its schema version; and one raw row gone
+            // (as retention deletes them), which a recount of `views` would notice.
+            store
+                .connection
+                .execute_batch(
+                    "CREATE INDEX views_by_video ON views (video_id, timestamp_ms);
+                     PRAGMA user_version = 2;
+                     DELETE FROM views WHERE id = (SELECT MIN(id) FROM views);",
+                )
+                .expect("make it version 2");
+            assert_eq!(index_count(&store), 1);
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen, migrating");
+        assert_eq!(index_count(&store), 0, "the index is dropped");
+        let version: i64 = store
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            store.view_rows("12345").expect("rows"),
+            3,
+            "the rows are kept"
+        );
+        let videos = store.load_videos().expect("catalog");
+        assert_eq!(videos[0].views, Some(4));
+        assert_eq!(
+            videos[0].days[0].views, 4,
+            "the day's counts are kept, not recounted from the rows"
         );
     }
 

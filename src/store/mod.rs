@@ -56,12 +56,19 @@ pub fn group_by_video_day<'a>(views: &[ViewRecord<'a>]) -> Vec<((&'a str, i64), 
     let mut group_of: std::collections::HashMap<(&str, i64), usize> =
         std::collections::HashMap::new();
     let mut groups: Vec<((&str, i64), Vec<Viewer>)> = Vec::new();
+    // (key, group) of the view before: a batch is mostly runs of one video and day (a
+    // popular video, a day's views), which then skip the hash.
+    let mut previous: Option<((&str, i64), usize)> = None;
     for view in views {
         let key = (view.video_id, utc_day(view.timestamp_ms));
-        let group = *group_of.entry(key).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
+        let group = match previous {
+            Some((previous_key, group)) if previous_key == key => group,
+            _ => *group_of.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        previous = Some((key, group));
         groups[group].1.push(view.viewer);
     }
     groups

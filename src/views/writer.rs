@@ -429,8 +429,14 @@ fn credit_counts(views: &[ViewEvent], days: &[DayUpdate]) {
         return;
     }
     let mut entries: HashMap<&str, &ViewEvent> = HashMap::new();
+    let mut previous: Option<&str> = None;
     for view in views {
-        entries.entry(view.video.video_id()).or_insert(view);
+        let video_id = view.video.video_id();
+        // Runs of one video (the usual batch) hash once.
+        if previous != Some(video_id) {
+            entries.entry(video_id).or_insert(view);
+            previous = Some(video_id);
+        }
     }
     for day in days {
         if let Some(view) = entries.get(day.video_id.as_str()) {

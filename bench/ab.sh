@@ -7,8 +7,12 @@
 # so that a noisy neighbour hits both alike. Prints each round, the medians and the ratio
 # new/old. Same method as bench/run.sh: server pinned to SERVER_CPU (default 1), wrk on
 # LOAD_CPU (default 0), -t1 -c50, a 2 s warm-up, CPU = utime + stime from /proc/PID/stat.
+# With RATE set, the load is bench/openloop at RATE requests/s over 100 connections (a 2 s
+# warm-up run first) instead of wrk's closed loop: the cost of a request at a fixed rate,
+# where threads sleep and wake between requests (a saturated server hardly does).
 #
 # Example: bench/ab.sh HEAD~3 8 8
+#          RATE=20000 bench/ab.sh HEAD~1 3 8
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -21,6 +25,7 @@ seconds=${3:-8}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 port=${PORT:-3091}
+RATE=${RATE:-}
 "$here/install.sh" wrk
 
 work="$here/.work/ab"
@@ -40,6 +45,29 @@ echo "building $rev and the working tree (release)" >&2
 cargo build --release -q
 cp "$work/target-old/release/video-server" "$work/video-server-old"
 cp target/release/video-server "$work/video-server-new"
+if [ -n "$RATE" ]; then
+  cargo build --release --quiet --manifest-path "$here/openloop/Cargo.toml" \
+    --target-dir "$here/openloop/target"
+fi
+
+# load ROUTE SECONDS: drives the server for SECONDS; prints the requests answered.
+load() {
+  local route=$1 seconds=$2
+  if [ -z "$RATE" ]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
+      "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }'
+    return
+  fi
+  local target=("http://127.0.0.1:$port/video/12345")
+  if [ "$route" = token ]; then
+    target=(-m POST -H 'Content-Type: application/json' --body-file "$here/token-body.json"
+      "http://127.0.0.1:$port/video/token")
+  fi
+  taskset -c "$LOAD_CPU" "$here/openloop/target/release/openloop" -r "$RATE" -c 100 \
+    -d "$seconds" --warmup 0 --drain 1 --json "$work/openloop.json" "${target[@]}" >/dev/null
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["completed"])' \
+    "$work/openloop.json"
+}
 
 hz=$(getconf CLK_TCK)
 # The median of the numbers on standard input.
@@ -57,11 +85,10 @@ for round in $(seq "$rounds"); do
         --data-dir "$data_dir" --log-level warn 2>/dev/null &
       pid=$!
       wait_ready "$port" "$pid"
-      taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s -s "bench/wrk/$route.lua" "http://127.0.0.1:$port" >/dev/null
+      load "$route" 2 >/dev/null
       before=$(cpu_ticks "$pid")
       writer_before=$(thread_ticks "$pid" view-writer)
-      requests=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
-        "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }')
+      requests=$(load "$route" "$seconds")
       after=$(cpu_ticks "$pid")
       writer_after=$(thread_ticks "$pid" view-writer)
       stop_server "$pid"

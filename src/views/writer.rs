@@ -550,10 +550,63 @@ mod tests {
     }
 
     fn setup(limits: BatchLimits, store: impl ViewStore) -> (ViewBus, WriterHandle, Arc<Metrics>) {
+        setup_with_queue(limits, store, 10_000)
+    }
+
+    fn setup_with_queue(
+        limits: BatchLimits,
+        store: impl ViewStore,
+        queue: usize,
+    ) -> (ViewBus, WriterHandle, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new(&["video"]).expect("metrics"));
-        let (bus, receiver) = ViewBus::new(10_000, Arc::clone(&metrics));
+        let (bus, receiver) = ViewBus::new(queue, Arc::clone(&metrics));
         let writer = BatchWriter::new(receiver, store, limits, Arc::clone(&metrics));
         (bus, writer.spawn().expect("spawn writer"), metrics)
+    }
+
+    #[test]
+    fn on_a_large_queue_an_open_batch_collects_by_tick_and_keeps_every_limit() {
+        let store = RecordingStore::default();
+        let limits = BatchLimits {
+            max_views: 10,
+            max_age: Duration::from_secs(1),
+        };
+        let (bus, handle, _) = setup_with_queue(limits, store.clone(), COLLECT_TICK_MIN_QUEUE);
+        let video = entry();
+        let wait_for_batches = |count: usize| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while store.batches.lock().len() < count && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            store.batches.lock().clone()
+        };
+        // Views that trickle in while a batch is open all land in it, written by age.
+        let started = Instant::now();
+        for _ in 0..6 {
+            assert!(bus.record(view(&video)));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(wait_for_batches(1), vec![6]);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "written by age, not before"
+        );
+        // The size limit still writes at once, long before the age limit.
+        let sent = Instant::now();
+        for _ in 0..10 {
+            assert!(bus.record(view(&video)));
+        }
+        assert_eq!(wait_for_batches(2), vec![6, 10]);
+        assert!(sent.elapsed() < Duration::from_secs(1), "written by size");
+        // A stop wakes the ticking writer, which writes what is left and reports it all.
+        for _ in 0..5 {
+            assert!(bus.record(view(&video)));
+        }
+        let stopping = Instant::now();
+        let report = handle.shutdown(soon());
+        assert!(stopping.elapsed() < Duration::from_secs(1));
+        assert_eq!(store.batches.lock().clone(), vec![6, 10, 5]);
+        assert_eq!(report.persisted, 21);
     }
 
     #[test]

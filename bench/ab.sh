@@ -63,10 +63,23 @@ load() {
     target=(-m POST -H 'Content-Type: application/json' --body-file "$here/token-body.json"
       "http://127.0.0.1:$port/video/token")
   fi
+  # Inside $(...) errexit is off: every failure returns explicitly, and a previous run's
+  # report is never read for this one.
+  rm -f "$work/openloop.json"
   taskset -c "$LOAD_CPU" "$here/openloop/target/release/openloop" -r "$RATE" -c 100 \
-    -d "$seconds" --warmup 0 --drain 1 --json "$work/openloop.json" "${target[@]}" >/dev/null
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["completed"])' \
-    "$work/openloop.json"
+    -d "$seconds" --warmup 0 --drain 1 --json "$work/openloop.json" "${target[@]}" \
+    >/dev/null || return 1
+  # Only 2xx answers count, and a run with errors is refused.
+  python3 - "$work/openloop.json" <<'EOF' || return 1
+import json, sys
+report = json.load(open(sys.argv[1]))
+statuses = report.get("statuses", {})
+ok = sum(count for status, count in statuses.items() if str(status).startswith("2"))
+if report["errors"] or report["unanswered"] or ok != report["completed"]:
+    sys.exit(f"openloop: {report['errors']} errors, {report['unanswered']} unanswered, "
+             f"statuses {statuses}")
+print(ok)
+EOF
 }
 
 hz=$(getconf CLK_TCK)

@@ -211,9 +211,10 @@ fn entity_tag(body: &[u8]) -> Box<str> {
 pub type SharedCatalog = Arc<ArcSwap<Catalog>>;
 
 /// The catalog's map. Every `GET /video/:id` looks one id up: foldhash (randomly seeded,
-/// as `std`'s SipHash is) costs about a fifth of SipHash's instructions for a short id.
-/// Only the catalog's own ids are ever inserted, so a client's choice of ids can make a
-/// lookup miss but not make the table slow.
+/// though with weaker guarantees against chosen collisions than `std`'s SipHash) costs a
+/// fraction of SipHash's instructions for a short id. Only the catalog's own ids are ever
+/// inserted, so a client's choice of ids can make a lookup miss but not fill the table
+/// with colliding keys.
 type Entries = HashMap<Box<str>, Arc<CatalogEntry>, foldhash::quality::RandomState>;
 
 /// Every servable video, by `videoId`.

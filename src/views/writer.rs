@@ -7,11 +7,13 @@
 //! batch fills), the batch keeps growing, up to [`BACKLOG_GROWTH`] times `max_views`:
 //! a store's cost is mostly per commit (an fsync, a round trip), so bigger batches are how
 //! the writer catches up instead of letting the queue fill and views be dropped.
-//! While a batch is open (nothing is due before its age limit), the writer does not wait
-//! in the channel but wakes every [`COLLECT_TICK`] and takes what came: a receiver waiting
-//! in a crossbeam channel makes each sender wake it, a system call on the HTTP worker for
-//! each view at moderate rates, and the writer a wake-up per view (`RATE=20000
-//! bench/ab.sh` measures what that costs).
+//! While a batch is open (nothing is due before its age limit) on a queue that can hold
+//! [`COLLECT_TICK_MIN_QUEUE`] views or more (the default `--view-queue` can), the writer
+//! does not wait in the channel but wakes every [`COLLECT_TICK`] and takes what came. A
+//! receiver waiting in a crossbeam channel makes each sender wake it: a system call on the
+//! HTTP worker for each view at moderate rates, and a wake-up of the writer per view
+//! (`RATE=20000 bench/ab.sh` measures what that costs). The price: a full batch may wait
+//! up to a tick, and what came in a tick counts as backlog when the batch fills.
 //! A failed write is retried with capped, jittered exponential backoff until it succeeds;
 //! meanwhile the bounded channel fills and the bus counts what it cannot take as dropped.
 //!

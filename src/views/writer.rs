@@ -533,6 +533,16 @@ mod tests {
         }
     }
 
+    /// The sizes of the batches `store` has written, once there are `count` of them (or
+    /// after 5 s, for the caller's assertion to report).
+    fn wait_for_batches(store: &RecordingStore, count: usize) -> Vec<usize> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.batches.lock().len() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        store.batches.lock().clone()
+    }
+
     /// A shutdown deadline far enough for any healthy test store.
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(10)
@@ -575,20 +585,13 @@ mod tests {
         };
         let (bus, handle, _) = setup_with_queue(limits, store.clone(), COLLECT_TICK_MIN_QUEUE);
         let video = entry();
-        let wait_for_batches = |count: usize| {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while store.batches.lock().len() < count && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            store.batches.lock().clone()
-        };
         // Views that trickle in while a batch is open all land in it, written by age.
         let started = Instant::now();
         for _ in 0..6 {
             assert!(bus.record(view(&video)));
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(wait_for_batches(1), vec![6]);
+        assert_eq!(wait_for_batches(&store, 1), vec![6]);
         assert!(
             started.elapsed() >= Duration::from_secs(1),
             "written by age, not before"
@@ -598,7 +601,7 @@ mod tests {
         for _ in 0..10 {
             assert!(bus.record(view(&video)));
         }
-        assert_eq!(wait_for_batches(2), vec![6, 10]);
+        assert_eq!(wait_for_batches(&store, 2), vec![6, 10]);
         assert!(sent.elapsed() < Duration::from_secs(1), "written by size");
         // A stop wakes the ticking writer, which writes what is left and reports it all.
         for _ in 0..5 {
@@ -623,12 +626,8 @@ mod tests {
         for _ in 0..10 {
             assert!(bus.record(view(&video)));
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while store.batches.lock().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert_eq!(
-            store.batches.lock().clone(),
+            wait_for_batches(&store, 1),
             vec![10],
             "written at 10, not aged"
         );

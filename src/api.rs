@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -727,7 +727,7 @@ impl VideoApi {
 
 impl Service for VideoApi {
     fn call(&self, request: &Request<'_>, response: &mut Response) {
-        let started = Instant::now();
+        let started = self.metrics.request_started();
         let route = route(request.path());
         match self.over_rate_limit(route, request) {
             Some(wait) => refuse_too_many(wait, response),
@@ -739,7 +739,7 @@ impl Service for VideoApi {
         self.metrics.observe_request(
             route.kind().metric_index(),
             response.status(),
-            started.elapsed(),
+            Some(started),
         );
     }
 
@@ -748,11 +748,8 @@ impl Service for VideoApi {
     }
 
     fn rejected(&self, error: &HttpError) {
-        self.metrics.observe_request(
-            RouteKind::Rejected.metric_index(),
-            error.status(),
-            std::time::Duration::ZERO,
-        );
+        self.metrics
+            .observe_request(RouteKind::Rejected.metric_index(), error.status(), None);
     }
 
     fn connection_opened(&self) {

@@ -1,33 +1,26 @@
 //! Prometheus metrics: what `GET /metrics` reports.
 //!
 //! Everything is registered once at start into one [`Metrics`] value shared by the HTTP
-//! workers and the batch writer. The hot path touches only pre-resolved handles: a request
-//! counter cell is looked up by (route index, status index) in a fixed table and created
-//! on first use, so neither label hashing nor a lock happens per request.
+//! workers and the batch writer. What every request touches, its response count and
+//! latency, lives in [`requests`], sharded by worker thread so that no request pays for an
+//! atomic read-modify-write; the rest are the `prometheus` crate's own counters, gauges
+//! and histograms, updated once per batch, connection or event.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+mod requests;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
-};
+use std::sync::Arc;
 
-/// Status codes the server produces; anything else is counted under "other".
-const STATUSES: [u16; 17] = [
-    200, 204, 304, 400, 401, 403, 404, 405, 408, 413, 415, 417, 429, 431, 500, 501, 503,
-];
-const STATUS_SLOTS: usize = STATUSES.len() + 1;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+
+pub use requests::RequestStart;
+use requests::{Exposed, RequestMetrics};
 /// The most routes a service may name.
 pub const MAX_ROUTES: usize = 16;
 
 /// All metrics of one server.
 pub struct Metrics {
     registry: Registry,
-    route_names: &'static [&'static str],
-    requests: IntCounterVec,
-    request_cells: Vec<[OnceLock<IntCounter>; STATUS_SLOTS]>,
-    latency: Vec<Histogram>,
+    requests: Arc<RequestMetrics>,
     /// Connections currently open.
     pub connections_open: IntGauge,
     /// Connections accepted since start.
@@ -85,28 +78,7 @@ impl Metrics {
     pub fn new(route_names: &'static [&'static str]) -> Result<Self, MetricsError> {
         assert!(route_names.len() <= MAX_ROUTES, "too many routes");
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP responses sent, by route and status",
-            ),
-            &["route", "status"],
-        )?;
-        let latency_vec = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from a request's head being parsed to its response being ready",
-            )
-            .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-                0.002_5, 0.005, 0.01, 0.05, 0.1,
-            ]),
-            &["route"],
-        )?;
-        let latency = route_names
-            .iter()
-            .map(|name| latency_vec.get_metric_with_label_values(&[name]))
-            .collect::<Result<Vec<_>, _>>()?;
+        let requests = Arc::new(RequestMetrics::new(route_names)?);
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("view_batch_size", "Views per batch written to the store").buckets(
                 vec![
@@ -134,12 +106,6 @@ impl Metrics {
             ]),
         )?;
         let metrics = Metrics {
-            route_names,
-            request_cells: route_names
-                .iter()
-                .map(|_| std::array::from_fn(|_| OnceLock::new()))
-                .collect(),
-            latency,
             connections_open: IntGauge::new("http_connections_open", "Connections open now")?,
             connections_accepted: IntCounter::new(
                 "http_connections_accepted_total",
@@ -209,14 +175,13 @@ impl Metrics {
             requests,
             registry,
         };
-        metrics.register_all(latency_vec)?;
+        metrics.register_all()?;
         Ok(metrics)
     }
 
-    fn register_all(&self, latency_vec: HistogramVec) -> Result<(), prometheus::Error> {
+    fn register_all(&self) -> Result<(), prometheus::Error> {
         let registry = &self.registry;
-        registry.register(Box::new(self.requests.clone()))?;
-        registry.register(Box::new(latency_vec))?;
+        registry.register(Box::new(Exposed(self.requests.clone())))?;
         registry.register(Box::new(self.connections_open.clone()))?;
         registry.register(Box::new(self.connections_accepted.clone()))?;
         registry.register(Box::new(self.connections_parked.clone()))?;
@@ -241,25 +206,17 @@ impl Metrics {
         Ok(())
     }
 
-    /// Counts one response and its latency.
+    /// When a request starts, for [`Metrics::observe_request`].
     #[inline]
-    pub fn observe_request(&self, route: usize, status: u16, elapsed: Duration) {
-        let slot = STATUSES
-            .iter()
-            .position(|&known| known == status)
-            .unwrap_or(STATUSES.len());
-        let cell = &self.request_cells[route][slot];
-        cell.get_or_init(|| {
-            let status_label = if slot < STATUSES.len() {
-                STATUSES[slot].to_string()
-            } else {
-                "other".to_owned()
-            };
-            self.requests
-                .with_label_values(&[self.route_names[route], status_label.as_str()])
-        })
-        .inc();
-        self.latency[route].observe(elapsed.as_secs_f64());
+    pub fn request_started(&self) -> RequestStart {
+        self.requests.start()
+    }
+
+    /// Counts one response of route index `route` and the time since `started` (`None`:
+    /// refused before it started, counted as taking no time).
+    #[inline]
+    pub fn observe_request(&self, route: usize, status: u16, started: Option<RequestStart>) {
+        self.requests.observe(route, status, started);
     }
 
     /// Renders the Prometheus text exposition format into `out`.
@@ -295,10 +252,10 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_and_status() {
         let metrics = Metrics::new(&["token", "video"]).expect("metrics");
-        metrics.observe_request(0, 200, Duration::from_micros(5));
-        metrics.observe_request(0, 200, Duration::from_micros(5));
-        metrics.observe_request(1, 404, Duration::from_micros(5));
-        metrics.observe_request(1, 299, Duration::from_micros(5));
+        metrics.observe_request(0, 200, Some(metrics.request_started()));
+        metrics.observe_request(0, 200, None);
+        metrics.observe_request(1, 404, None);
+        metrics.observe_request(1, 299, None);
         metrics.views_accepted.inc_by(5);
         metrics.views_persisted.inc_by(3);
         let mut out = Vec::new();

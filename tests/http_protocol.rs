@@ -371,3 +371,38 @@ fn host_is_required_once_and_absolute_form_targets_are_served() {
     assert_eq!(old.read_response().status, 200);
     assert_still_serving(&mut server);
 }
+
+#[test]
+fn every_response_is_counted_once_whichever_worker_answers() {
+    // Two workers (the test servers' default), clients on eight connections at once, each
+    // pipelining: the request metrics are kept per worker thread and summed on /metrics,
+    // and a count lost or doubled between the shards shows here.
+    const CLIENTS: usize = 8;
+    const BATCHES: usize = 100;
+    const DEPTH: usize = 16;
+    let server = Server::start(&[]);
+    let batch = "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n".repeat(DEPTH);
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            let mut client = server.connect();
+            let batch = batch.as_bytes();
+            scope.spawn(move || {
+                for _ in 0..BATCHES {
+                    client.send_raw(batch);
+                    for _ in 0..DEPTH {
+                        assert_eq!(client.read_response().status, 200);
+                    }
+                }
+            });
+        }
+    });
+    let sent = (CLIENTS * BATCHES * DEPTH) as f64;
+    assert_eq!(
+        server.metric(r#"http_requests_total{route="plaintext",status="200"}"#),
+        sent
+    );
+    assert_eq!(
+        server.metric(r#"http_request_duration_seconds_count{route="plaintext"}"#),
+        sent
+    );
+}

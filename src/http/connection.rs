@@ -1,7 +1,8 @@
 //! One client connection: read, parse, call the service, write, until the connection ends.
 //!
-//! Each connection runs in its own coroutine with its own buffers (no lock on the request
-//! path). The loop, per wake-up:
+//! Each connection runs in its own coroutine with its own input buffer (no lock on the
+//! request path); the response buffers it answers into are lent by its worker thread's
+//! pool ([`super::pool`]) and given back once written. The loop, per wake-up:
 //!
 //! 1. parse every complete request already buffered, in order; for each, the service
 //!    writes a response and the serialized bytes are appended to the output buffer
@@ -25,8 +26,9 @@ use may::net::TcpStream;
 
 use super::budget::BufferBudget;
 use super::limits::IdleMark;
+use super::pool::ResponseBuffers;
 use super::request::{self, keeps_alive, HttpError, Parsed};
-use super::response::{ConnectionHeader, Response};
+use super::response::ConnectionHeader;
 use super::{HttpConfig, Service};
 
 /// Bytes of read buffer a connection starts with (and returns to after a large body).
@@ -173,8 +175,9 @@ pub(super) struct Connection<'a, S: Service, G> {
     /// What idle times count from.
     epoch: Instant,
     input: InputBuffer<'a>,
-    output: Vec<u8>,
-    response: Response,
+    /// The response under construction and the output not yet written: held only while
+    /// there is something to answer or write, lent by the thread's pool otherwise.
+    buffers: Option<Box<ResponseBuffers>>,
     /// The read timeout currently set on the socket, so it is changed only when needed.
     read_timeout: Option<Duration>,
     /// When the first byte of the request being received arrived.
@@ -221,8 +224,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
             idle: shared.idle,
             epoch: shared.epoch,
             input: InputBuffer::new(shared.budget),
-            output: Vec::new(),
-            response: Response::default(),
+            buffers: None,
             read_timeout: None,
             request_started: None,
             continue_sent: false,
@@ -342,7 +344,8 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                 }) => {
                     self.request_started.get_or_insert_with(Instant::now);
                     if expects_continue && !self.continue_sent {
-                        self.output
+                        self.buffers()
+                            .output
                             .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                         self.continue_sent = true;
                     }
@@ -357,21 +360,24 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                         (true, _) => ConnectionHeader::Default,
                     };
                     let head_only = request.method == "HEAD";
-                    self.response.clear();
-                    self.service.call(&request, &mut self.response);
-                    self.response.write_to(
-                        &mut self.output,
-                        self.service.common_headers(),
+                    let service = self.service;
+                    let buffers = self.buffers.get_or_insert_with(ResponseBuffers::take);
+                    buffers.response.clear();
+                    service.call(&request, &mut buffers.response);
+                    buffers.response.write_to(
+                        &mut buffers.output,
+                        service.common_headers(),
                         connection,
                         head_only,
                     );
+                    let pending = buffers.output.len();
                     self.input.consume(length);
                     self.request_started = None;
                     self.continue_sent = false;
                     if !keep_alive {
                         return Next::Close { linger: true };
                     }
-                    if self.output.len() >= OUTPUT_FLUSH_THRESHOLD && self.flush().is_err() {
+                    if pending >= OUTPUT_FLUSH_THRESHOLD && self.flush().is_err() {
                         return Next::Close { linger: false };
                     }
                 }
@@ -382,29 +388,40 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
     /// Writes the error response for a request the HTTP layer refused.
     fn reject(&mut self, error: &HttpError) {
         self.service.rejected(error);
-        self.response.clear();
-        self.response
+        let common_headers = self.service.common_headers();
+        let buffers = self.buffers();
+        buffers.response.clear();
+        buffers
+            .response
             .set_json_error(error.status(), &error.to_string());
         if error.status() == 503 {
-            self.response.add_header("Retry-After", b"1");
+            buffers.response.add_header("Retry-After", b"1");
         }
-        self.response.write_to(
-            &mut self.output,
-            self.service.common_headers(),
+        buffers.response.write_to(
+            &mut buffers.output,
+            common_headers,
             ConnectionHeader::Close,
             false,
         );
     }
 
+    /// The response buffers, taken from the thread's pool if the connection holds none.
+    fn buffers(&mut self) -> &mut ResponseBuffers {
+        self.buffers.get_or_insert_with(ResponseBuffers::take)
+    }
+
+    /// Writes the pending output and gives the buffers back to the pool (also when the
+    /// write fails: the connection is closing then).
     fn flush(&mut self) -> io::Result<()> {
-        if self.output.is_empty() {
+        let Some(buffers) = self.buffers.take() else {
             return Ok(());
-        }
-        let result = self.stream.write_all(&self.output);
-        self.output.clear();
-        if self.output.capacity() > 4 * OUTPUT_FLUSH_THRESHOLD {
-            self.output = Vec::new();
-        }
+        };
+        let result = if buffers.output.is_empty() {
+            Ok(())
+        } else {
+            self.stream.write_all(&buffers.output)
+        };
+        buffers.give_back();
         result
     }
 

@@ -25,6 +25,7 @@ mod connection;
 mod date;
 mod keeper;
 pub mod limits;
+mod pool;
 pub mod request;
 pub mod response;
 mod server;

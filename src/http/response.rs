@@ -1,11 +1,11 @@
 //! Building a response in reusable buffers and serializing it onto the connection's
 //! output.
 //!
-//! A connection owns one [`Response`] for its whole life: a handler sets the status, adds
-//! headers and writes the body into `body` directly (JSON straight into the buffer); the
-//! connection then appends status line, standard headers and body to its output buffer
-//! and clears the response for the next request. Nothing is allocated per request once
-//! the buffers have grown to their working size.
+//! A connection borrows a [`Response`] from its worker's pool while it answers: a handler
+//! sets the status, adds headers and writes the body into `body` directly (JSON straight
+//! into the buffer); the connection then appends status line, standard headers and body to
+//! its output buffer and clears the response for the next request. Nothing is allocated
+//! per request once the pooled buffers have grown to their working size.
 
 use super::date::write_date;
 
@@ -129,6 +129,11 @@ impl Response {
         self.body.clear();
         crate::json::write_error(&mut self.body, message);
         self
+    }
+
+    /// The larger of the header and body buffers' capacities, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.headers.capacity().max(self.body.capacity())
     }
 
     /// Empties the response for the next request, keeping the buffers.

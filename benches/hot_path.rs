@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the token request's hot path, piece by piece:
 //! signing (the contract's MD5 and SHA-256, then one source in every scheme of
 //! `bench/cdns/`), payload validation, response rendering, and the whole parse-sign-render
-//! handler body. Run with `cargo bench --bench hot_path`.
+//! handler body; and what every request pays for its metrics (the clock reads and the
+//! count), against what `Instant` and the `prometheus` crate's own types cost. Run with
+//! `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
@@ -10,6 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::borrow::Cow;
 use std::path::Path;
 
+use video_server::metrics::Metrics;
 use video_server::token::{default_cdns, load_cdns, write_token, ContractHash, RequestSigner};
 use video_server::video::parse_token_request;
 
@@ -122,12 +125,53 @@ fn whole_handler(c: &mut Criterion) {
     group.finish();
 }
 
+/// One request's accounting as the server does it (a start and an observation, in the
+/// thread's own shard, on the TSC), beside the clock pair and the `prometheus` histogram
+/// and counter it replaced.
+fn request_accounting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per-request accounting");
+    group.bench_function("Instant::now + elapsed", |b| {
+        b.iter(|| black_box(black_box(std::time::Instant::now()).elapsed()))
+    });
+    let clock = quanta::Clock::new();
+    group.bench_function("quanta raw pair + delta", |b| {
+        b.iter(|| {
+            let start = black_box(clock.raw());
+            black_box(clock.delta_as_nanos(start, clock.raw()))
+        })
+    });
+    let metrics = Metrics::new(&["token"]).expect("metrics");
+    group.bench_function("Metrics: request_started + observe_request", |b| {
+        b.iter(|| {
+            let started = metrics.request_started();
+            metrics.observe_request(black_box(0), black_box(200), Some(started));
+        })
+    });
+    let histogram = prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new("latency", "latency").buckets(vec![
+            0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+            0.005, 0.01, 0.05, 0.1,
+        ]),
+    )
+    .expect("histogram");
+    let counter = prometheus::IntCounter::new("requests", "requests").expect("counter");
+    group.bench_function("Instant pair + prometheus Histogram and IntCounter", |b| {
+        b.iter(|| {
+            let started = std::time::Instant::now();
+            counter.inc();
+            histogram.observe(black_box(started.elapsed()).as_secs_f64());
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     signing,
     signing_by_scheme,
     validation,
     rendering,
-    whole_handler
+    whole_handler,
+    request_accounting
 );
 criterion_main!(benches);

@@ -2,9 +2,9 @@
 //!
 //! Everything is registered once at start into one [`Metrics`] value shared by the HTTP
 //! workers and the batch writer. What every request touches, its response count and
-//! latency, lives in [`requests`], sharded by worker thread so that no request pays for an
-//! atomic read-modify-write; the rest are the `prometheus` crate's own counters, gauges
-//! and histograms, updated once per batch, connection or event.
+//! latency, lives in the `requests` module, sharded by worker thread so that no request
+//! pays for an atomic read-modify-write; the rest are the `prometheus` crate's own
+//! counters, gauges and histograms, updated once per batch, connection or event.
 
 mod requests;
 

@@ -1174,8 +1174,10 @@ mod tests {
         store.health.forget_backoff();
         // Two flushes in flight into a failing cluster: the older one's views are in the
         // newer one's totals, so only the newer may be dropped; the older is kept over
-        // the limit.
-        *cluster.delay.lock() = Duration::from_millis(30);
+        // the limit. (The delay must outlast the gap between the two submissions: if the
+        // older failed first, the cluster would be in backoff and the newer spilled at
+        // once. 30 ms did not, once, on a loaded machine.)
+        *cluster.delay.lock() = Duration::from_millis(300);
         let older = ticket(store.submit_views(&views(4)).expect("taken"));
         let newer = ticket(store.submit_views(&views(3)).expect("taken"));
         assert_eq!(

@@ -7,12 +7,15 @@
 # so that a noisy neighbour hits both alike. Prints each round, the medians and the ratio
 # new/old. Same method as bench/run.sh: server pinned to SERVER_CPU (default 1), wrk on
 # LOAD_CPU (default 0), -t1 -c50, a 2 s warm-up, CPU = utime + stime from /proc/PID/stat.
+# ROUTES (default "token video") picks the routes; CONNS (default 50) the connection
+# counts for wrk, one measurement each (the descriptor limit is raised to the hard limit).
 # With RATE set, the load is bench/openloop at RATE requests/s over 100 connections (a 2 s
 # warm-up run first) instead of wrk's closed loop: the cost of a request at a fixed rate,
 # where threads sleep and wake between requests (a saturated server hardly does).
 #
 # Example: bench/ab.sh HEAD~3 8 8
 #          RATE=20000 bench/ab.sh HEAD~1 3 8
+#          ROUTES=token CONNS="100 10000" bench/ab.sh HEAD~1 4 8
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -26,6 +29,9 @@ SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 port=${PORT:-3091}
 RATE=${RATE:-}
+ROUTES=${ROUTES:-token video}
+CONNS=${CONNS:-50}
+ulimit -n "$(ulimit -Hn)"
 "$here/install.sh" wrk
 
 work="$here/.work/ab"
@@ -50,11 +56,12 @@ if [ -n "$RATE" ]; then
     --target-dir "$here/openloop/target"
 fi
 
-# load ROUTE SECONDS: drives the server for SECONDS; prints the requests answered.
+# load ROUTE SECONDS [CONNECTIONS]: drives the server for SECONDS; prints the requests
+# answered.
 load() {
-  local route=$1 seconds=$2
+  local route=$1 seconds=$2 connections=${3:-50}
   if [ -z "$RATE" ]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${seconds}s" -s "bench/wrk/$route.lua" \
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$connections" -d"${seconds}s" -s "bench/wrk/$route.lua" \
       "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }'
     return
   fi
@@ -91,26 +98,29 @@ median() {
 results="$work/results.txt"
 : >"$results"
 for round in $(seq "$rounds"); do
-  for route in token video; do
-    for build in old new; do
-      data_dir="$(mktemp -d)"
-      taskset -c "$SERVER_CPU" "$work/video-server-$build" --listen "127.0.0.1:$port" \
-        --data-dir "$data_dir" --log-level warn 2>/dev/null &
-      pid=$!
-      wait_ready "$port" "$pid"
-      load "$route" 2 >/dev/null
-      before=$(cpu_ticks "$pid")
-      writer_before=$(thread_ticks "$pid" view-writer)
-      requests=$(load "$route" "$seconds")
-      after=$(cpu_ticks "$pid")
-      writer_after=$(thread_ticks "$pid" view-writer)
-      stop_server "$pid"
-      rm -rf "$data_dir"
-      data_dir=""
-      awk -v route="$route" -v build="$build" -v round="$round" -v ticks=$((after - before)) \
-        -v writer=$((writer_after - writer_before)) -v n="$requests" -v hz="$hz" \
-        'BEGIN { printf "%s %s %d %.3f %.3f\n", route, build, round, ticks / hz * 1e6 / n, writer / hz * 1e6 / n }' |
-        tee -a "$results"
+  for route in $ROUTES; do
+    for conns in $CONNS; do
+      for build in old new; do
+        data_dir="$(mktemp -d)"
+        taskset -c "$SERVER_CPU" "$work/video-server-$build" --listen "127.0.0.1:$port" \
+          --data-dir "$data_dir" --log-level warn 2>/dev/null &
+        pid=$!
+        wait_ready "$port" "$pid"
+        load "$route" 2 "$conns" >/dev/null
+        before=$(cpu_ticks "$pid")
+        writer_before=$(thread_ticks "$pid" view-writer)
+        requests=$(load "$route" "$seconds" "$conns")
+        after=$(cpu_ticks "$pid")
+        writer_after=$(thread_ticks "$pid" view-writer)
+        stop_server "$pid"
+        rm -rf "$data_dir"
+        data_dir=""
+        awk -v route="$route" -v build="$build" -v round="$round" -v ticks=$((after - before)) \
+          -v writer=$((writer_after - writer_before)) -v n="$requests" -v hz="$hz" \
+          -v conns="$conns" \
+          'BEGIN { printf "%s %s %d %.3f %.3f %d\n", route, build, round, ticks / hz * 1e6 / n, writer / hz * 1e6 / n, conns }' |
+          tee -a "$results"
+      done
     done
   done
 done
@@ -118,11 +128,17 @@ done
 echo
 echo "server CPU per request, µs (median of $rounds rounds; $rev = old, working tree = new);"
 echo "for GET /video/12345, every request is a view: 'writer' is the batch writer thread's CPU per view"
-for route in token video; do
-  old=$(awk -v r="$route" '$1 == r && $2 == "old" { print $4 }' "$results" | median)
-  new=$(awk -v r="$route" '$1 == r && $2 == "new" { print $4 }' "$results" | median)
-  awk -v r="$route" -v o="$old" -v n="$new" 'BEGIN { printf "%-6s old %.2f  new %.2f  new/old %.3f\n", r, o, n, n / o }'
+for route in $ROUTES; do
+  for conns in $CONNS; do
+    old=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "old" && $6 == c { print $4 }' "$results" | median)
+    new=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "new" && $6 == c { print $4 }' "$results" | median)
+    awk -v r="$route" -v c="$conns" -v o="$old" -v n="$new" \
+      'BEGIN { printf "%-6s %6d conns  old %.2f  new %.2f  new/old %.3f\n", r, c, o, n, n / o }'
+  done
 done
-old=$(awk '$1 == "video" && $2 == "old" { print $5 }' "$results" | median)
-new=$(awk '$1 == "video" && $2 == "new" { print $5 }' "$results" | median)
-awk -v o="$old" -v n="$new" 'BEGIN { printf "writer old %.3f  new %.3f  new/old %.3f (per view)\n", o, n, (o > 0) ? n / o : 0 }'
+case " $ROUTES " in *" video "*)
+  old=$(awk '$1 == "video" && $2 == "old" { print $5 }' "$results" | median)
+  new=$(awk '$1 == "video" && $2 == "new" { print $5 }' "$results" | median)
+  awk -v o="$old" -v n="$new" 'BEGIN { printf "writer old %.3f  new %.3f  new/old %.3f (per view)\n", o, n, (o > 0) ? n / o : 0 }'
+  ;;
+esac

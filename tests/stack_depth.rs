@@ -1,4 +1,5 @@
-//! The connection coroutine's stack is big enough, with a measured margin.
+//! The connection coroutine's stack and the workers' hot stacks are big enough, with a
+//! measured margin.
 //!
 //! The server runs with a stack of an odd number of machine words (`--stack-bytes`), which
 //! makes the `may` runtime fill each stack with a pattern and print, as each coroutine
@@ -9,8 +10,12 @@
 //! overflow would end the server process, not this test: each step checks it is still
 //! running, so an overflow fails the test with the step that caused it.
 //!
-//! The default stack (`--stack-bytes`, 64 KiB) must be at least [`MARGIN`] times the
-//! deepest use measured here. Each path's use is printed (`--nocapture`).
+//! Requests are answered on each worker's hot stack (src/http/hot_stack.rs), which
+//! reports each use in the same format when tracking is on; the coroutine's own stack then
+//! holds the connection loop and its wait for the socket. Both have the default size
+//! (`--stack-bytes`, 64 KiB), which must be at least [`MARGIN`] times the deepest use
+//! of each measured here, and hold both together (a worker without a hot stack answers on
+//! the coroutine's). Each path's use is printed (`--nocapture`).
 
 mod common;
 
@@ -232,36 +237,83 @@ fn deep_paths() -> Vec<(String, Vec<u8>)> {
     paths
 }
 
-/// The stack use each ended coroutine reported, in words, in the order they ended.
-fn reports(server: &Server) -> Vec<usize> {
+/// What a path used, in bytes: of the connection coroutine's own stack, and of the
+/// worker's hot stack, where requests are answered (src/http/hot_stack.rs).
+#[derive(Clone, Copy, Default)]
+struct StackUse {
+    coroutine: usize,
+    hot: usize,
+}
+
+impl StackUse {
+    /// What the coroutine's stack alone would hold if the work ran in place (a worker
+    /// whose hot stack could not be mapped): both.
+    fn in_place(self) -> usize {
+        self.coroutine + self.hot
+    }
+}
+
+/// Every stack report printed so far, in words, in order: each ended coroutine's (the
+/// runtime's `… used size = U`) and each hot stack use's (`hot stack: … used size = U`),
+/// flagged `true`.
+fn reports(server: &Server) -> Vec<(bool, usize)> {
     server
         .stdout()
         .lines()
-        .filter_map(|line| line.rsplit_once("used size = ")?.1.trim().parse().ok())
+        .filter_map(|line| {
+            let used = line.rsplit_once("used size = ")?.1.trim().parse().ok()?;
+            Some((line.starts_with("hot stack:"), used))
+        })
         .collect()
 }
 
-/// Waits for the coroutine of a connection just closed to report; its use in bytes.
-fn next_report(server: &Server, seen: &mut usize, what: &str) -> usize {
+/// Waits for the coroutine of a connection just closed to report, and returns the deepest
+/// use since the reports already `seen`. Hot stack uses are printed before the work
+/// returns, so before the coroutine that ran it ends.
+fn next_report(server: &Server, seen: &mut usize, what: &str) -> StackUse {
+    let ended = |all: &[(bool, usize)]| all.iter().filter(|(hot, _)| !hot).count();
+    let before = ended(&reports(server)[..*seen]);
     let all = common::poll_value(
         Duration::from_secs(10),
         || reports(server),
-        |all| all.len() > *seen,
+        |all| ended(all) > before,
     );
     assert!(
-        all.len() > *seen,
+        ended(&all) > before,
         "no stack report after {what}: is the runtime's tracking on?\n{}",
         server.stdout()
     );
-    let used = all[*seen..].iter().max().copied().unwrap_or(0);
+    let deepest = |hot: bool| {
+        all[*seen..]
+            .iter()
+            .filter(|report| report.0 == hot)
+            .map(|report| report.1 * std::mem::size_of::<usize>())
+            .max()
+            .unwrap_or(0)
+    };
+    let used = StackUse {
+        coroutine: deepest(false),
+        hot: deepest(true),
+    };
     *seen = all.len();
-    used * std::mem::size_of::<usize>()
+    used
 }
 
-/// Drives every path; returns the deepest stack use reported, in bytes, and its path.
-fn deepest_use(server: &mut Server) -> (usize, String) {
+/// Drives every path; returns the deepest use of each stack, in bytes, and the paths.
+fn deepest_use(server: &mut Server) -> (StackUse, [String; 2]) {
     let mut seen = reports(server).len();
-    let mut deepest = (0, String::new());
+    let mut deepest = StackUse::default();
+    let mut paths = [String::new(), String::new()];
+    let mut note = |used: StackUse, what: &str| {
+        if used.coroutine > deepest.coroutine {
+            deepest.coroutine = used.coroutine;
+            paths[0] = what.to_string();
+        }
+        if used.hot > deepest.hot {
+            deepest.hot = used.hot;
+            paths[1] = what.to_string();
+        }
+    };
     for (what, raw) in deep_paths() {
         let status = drive(server, &what, &raw);
         // The status shows the path went where it should (so this measured what it says).
@@ -270,10 +322,11 @@ fn deepest_use(server: &mut Server) -> (usize, String) {
             "{what}: status {status}"
         );
         let used = next_report(server, &mut seen, &what);
-        eprintln!("{used:>6} bytes of stack: {what} ({status})");
-        if used > deepest.0 {
-            deepest = (used, what);
-        }
+        eprintln!(
+            "{:>6} + {:>6} bytes of stack (coroutine + hot): {what} ({status})",
+            used.coroutine, used.hot
+        );
+        note(used, &what);
     }
     // A slow request: the request timeout's 408 path.
     let mut slow = Client::connect(server.addr);
@@ -282,11 +335,16 @@ fn deepest_use(server: &mut Server) -> (usize, String) {
     assert_eq!(timed_out, Some(408), "the request timeout's answer");
     drop(slow);
     assert!(server.is_running(), "the server died on a request timeout");
-    let used = next_report(server, &mut seen, "a request timeout");
-    if used > deepest.0 {
-        deepest = (used, "a request timeout".into());
-    }
-    deepest
+    note(
+        next_report(server, &mut seen, "a request timeout"),
+        "a request timeout",
+    );
+    assert!(
+        deepest.hot > 0,
+        "no hot stack use was reported: are requests answered on it?\n{}",
+        server.stdout()
+    );
+    (deepest, paths)
 }
 
 /// Runs every path against a server started with `extra` and checks the margin.
@@ -301,16 +359,34 @@ fn check_margin(store: &str, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     let mut server = Server::start(&args);
-    let (deepest, path) = deepest_use(&mut server);
+    let (deepest, [coroutine_path, hot_path]) = deepest_use(&mut server);
+    let in_place = deepest.in_place();
     eprintln!(
-        "deepest stack use ({store}): {deepest} bytes, by {path}; the default stack is \
+        "deepest stack use ({store}): coroutine {} bytes, by {coroutine_path}; hot stack {} \
+         bytes, by {hot_path}; both together {in_place} bytes; the default stack is \
          {DEFAULT_STACK_BYTES} bytes ({:.1}x)",
-        DEFAULT_STACK_BYTES as f64 / deepest as f64
+        deepest.coroutine,
+        deepest.hot,
+        DEFAULT_STACK_BYTES as f64 / in_place as f64
     );
+    // Each stack has the default size and must hold its own deepest use with the margin.
+    for (stack, used, path) in [
+        ("coroutine", deepest.coroutine, &coroutine_path),
+        ("hot", deepest.hot, &hot_path),
+    ] {
+        assert!(
+            used * MARGIN <= DEFAULT_STACK_BYTES,
+            "{path} used {used} bytes of the {stack} stack: the default \
+             {DEFAULT_STACK_BYTES} is less than {MARGIN}x that"
+        );
+    }
+    // A worker whose hot stack could not be mapped answers on the coroutine's stack, which
+    // must then hold both. The sum overstates that (the coroutine's deepest frames, its
+    // wait for the socket, are not live while it answers), so it needs no margin.
     assert!(
-        deepest * MARGIN <= DEFAULT_STACK_BYTES,
-        "{path} used {deepest} bytes of stack: the default {DEFAULT_STACK_BYTES} is less \
-         than {MARGIN}x that"
+        in_place <= DEFAULT_STACK_BYTES,
+        "{coroutine_path} and {hot_path} used {in_place} bytes together: more than the \
+         default {DEFAULT_STACK_BYTES}, which must hold both where no hot stack is mapped"
     );
 }
 

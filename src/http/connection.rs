@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use may::net::TcpStream;
 
 use super::budget::BufferBudget;
+use super::hot_stack;
 use super::limits::IdleMark;
 use super::pool::ResponseBuffers;
 use super::request::{self, keeps_alive, HttpError, Parsed};
@@ -156,6 +157,8 @@ enum Next {
     Read { total: usize },
     /// Write what is pending, then close.
     Close { linger: bool },
+    /// Write what is pending (a flood of pipelined answers), then answer the rest.
+    Flush,
 }
 
 /// The state of one connection.
@@ -235,7 +238,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
     /// a request: then it is handed back ([`Ended::Idle`]) with none of its buffers.
     pub(super) fn run(mut self) -> Ended<G> {
         loop {
-            let next = self.process_buffered();
+            let next = hot_stack::run(|| self.process_buffered());
             if let Next::Close { linger } = next {
                 if self.flush().is_ok() && linger {
                     self.linger();
@@ -245,12 +248,13 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
             if self.flush().is_err() {
                 return Ended::Closed;
             }
+            let Next::Read { total } = next else {
+                // Flushed early: answer the rest of what is buffered.
+                continue;
+            };
             if self.stopping.load(Ordering::Acquire) && self.input.is_empty() {
                 return Ended::Closed;
             }
-            let Next::Read { total } = next else {
-                return Ended::Closed;
-            };
             let waiting = self.input.is_empty();
             if waiting {
                 self.idle.set_idle(self.epoch);
@@ -316,7 +320,9 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
         }
     }
 
-    /// Answers every complete request in the input buffer.
+    /// Answers every complete request in the input buffer (or as many as make the output
+    /// worth flushing). Never yields: it writes no socket, so it can run on the worker's
+    /// hot stack ([`hot_stack`]).
     fn process_buffered(&mut self) -> Next {
         loop {
             if self.input.is_empty() {
@@ -377,8 +383,8 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                     if !keep_alive {
                         return Next::Close { linger: true };
                     }
-                    if pending >= OUTPUT_FLUSH_THRESHOLD && self.flush().is_err() {
-                        return Next::Close { linger: false };
+                    if pending >= OUTPUT_FLUSH_THRESHOLD {
+                        return Next::Flush;
                     }
                 }
             }

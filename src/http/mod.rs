@@ -3,6 +3,7 @@
 //! ```text
 //!  listener ──accept──▶ connection coroutine (one per client, buffers of its own)
 //!                         read ─▶ request::parse ─▶ Service::call ─▶ Response::write_to ─▶ write
+//!                                 └──────── on the worker's hot stack ─────────┘
 //!                           │ no request for `park_after` ▲ its client writes again
 //!                           ▼                              │
 //!                         idle keeper (socket only: no coroutine, no buffers)
@@ -23,6 +24,7 @@ mod budget;
 pub mod conditional;
 mod connection;
 mod date;
+mod hot_stack;
 mod keeper;
 pub mod limits;
 mod pool;
@@ -79,8 +81,10 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Pin each worker to one CPU of the process's affinity mask.
     pub pin_workers: bool,
-    /// Stack size of each coroutine, in bytes.
+    /// Stack size of each coroutine, and of each worker's hot stack, in bytes.
     pub stack_bytes: usize,
+    /// Answer requests on each worker's hot stack (`hot_stack`), not on the coroutine's.
+    pub hot_stack: bool,
     /// Finished coroutines whose stacks the runtime keeps for reuse. Each holds the stack
     /// pages its last request touched, so this bounds what a burst of connections that
     /// then park leaves resident (may's default, 1,000, is 10–15 MiB).
@@ -118,6 +122,7 @@ impl Default for HttpConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             pin_workers: true,
             stack_bytes: 64 * 1024,
+            hot_stack: true,
             coroutine_pool: 256,
             max_buffered_bytes: budget::default_limit(),
             linger: Duration::from_secs(5),

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 
 use super::budget::BufferBudget;
 use super::connection::{Connection, Ended, Shared};
+use super::hot_stack;
 use super::keeper::{IdleKeeper, Parkable};
 use super::limits::{self, IdleMark, QuietLog};
 use super::{HttpConfig, Service};
@@ -95,6 +96,7 @@ fn configure_runtime(config: &HttpConfig) {
         .set_stack_size(config.stack_bytes / std::mem::size_of::<usize>())
         .set_pool_capacity(config.coroutine_pool)
         .set_worker_pin(config.pin_workers);
+    hot_stack::configure(config.stack_bytes, config.hot_stack);
 }
 
 fn bind(address: SocketAddr) -> io::Result<may::net::TcpListener> {

@@ -9,6 +9,9 @@
 # LOAD_CPU (default 0), -t1 -c50, a 2 s warm-up, CPU = utime + stime from /proc/PID/stat.
 # ROUTES (default "token video") picks the routes; CONNS (default 50) the connection
 # counts for wrk, one measurement each (the descriptor limit is raised to the hard limit).
+# The user-space part of the CPU is reported too: a change to our own code shows there
+# first, while the kernel's part, most of a request's cost, moves by a fifth between runs.
+# OLD_BINARY=path compares against a binary already built (REV then only names it).
 # With RATE set, the load is bench/openloop at RATE requests/s over 100 connections (a 2 s
 # warm-up run first) instead of wrk's closed loop: the cost of a request at a fixed rate,
 # where threads sleep and wake between requests (a saturated server hardly does).
@@ -45,11 +48,16 @@ cleanup() {
   rm -rf "$work/target-old"
 }
 trap cleanup EXIT
-git worktree add -q --detach "$tree" "$rev"
-echo "building $rev and the working tree (release)" >&2
-(cd "$tree" && CARGO_TARGET_DIR="$work/target-old" cargo build --release -q)
+if [ -n "${OLD_BINARY:-}" ]; then
+  cp "$OLD_BINARY" "$work/video-server-old"
+else
+  git worktree add -q --detach "$tree" "$rev"
+  echo "building $rev (release)" >&2
+  (cd "$tree" && CARGO_TARGET_DIR="$work/target-old" cargo build --release -q)
+  cp "$work/target-old/release/video-server" "$work/video-server-old"
+fi
+echo "building the working tree (release)" >&2
 cargo build --release -q
-cp "$work/target-old/release/video-server" "$work/video-server-old"
 cp target/release/video-server "$work/video-server-new"
 if [ -n "$RATE" ]; then
   cargo build --release --quiet --manifest-path "$here/openloop/Cargo.toml" \
@@ -108,17 +116,19 @@ for round in $(seq "$rounds"); do
         wait_ready "$port" "$pid"
         load "$route" 2 "$conns" >/dev/null
         before=$(cpu_ticks "$pid")
+        user_before=$(user_ticks "$pid")
         writer_before=$(thread_ticks "$pid" view-writer)
         requests=$(load "$route" "$seconds" "$conns")
         after=$(cpu_ticks "$pid")
+        user_after=$(user_ticks "$pid")
         writer_after=$(thread_ticks "$pid" view-writer)
         stop_server "$pid"
         rm -rf "$data_dir"
         data_dir=""
         awk -v route="$route" -v build="$build" -v round="$round" -v ticks=$((after - before)) \
           -v writer=$((writer_after - writer_before)) -v n="$requests" -v hz="$hz" \
-          -v conns="$conns" \
-          'BEGIN { printf "%s %s %d %.3f %.3f %d\n", route, build, round, ticks / hz * 1e6 / n, writer / hz * 1e6 / n, conns }' |
+          -v conns="$conns" -v user=$((user_after - user_before)) \
+          'BEGIN { printf "%s %s %d %.3f %.3f %d %.3f\n", route, build, round, ticks / hz * 1e6 / n, writer / hz * 1e6 / n, conns, user / hz * 1e6 / n }' |
           tee -a "$results"
       done
     done
@@ -126,14 +136,16 @@ for round in $(seq "$rounds"); do
 done
 
 echo
-echo "server CPU per request, µs (median of $rounds rounds; $rev = old, working tree = new);"
+echo "server CPU per request, µs, all and user space only (median of $rounds rounds; $rev = old, working tree = new);"
 echo "for GET /video/12345, every request is a view: 'writer' is the batch writer thread's CPU per view"
 for route in $ROUTES; do
   for conns in $CONNS; do
     old=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "old" && $6 == c { print $4 }' "$results" | median)
     new=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "new" && $6 == c { print $4 }' "$results" | median)
-    awk -v r="$route" -v c="$conns" -v o="$old" -v n="$new" \
-      'BEGIN { printf "%-6s %6d conns  old %.2f  new %.2f  new/old %.3f\n", r, c, o, n, n / o }'
+    old_user=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "old" && $6 == c { print $7 }' "$results" | median)
+    new_user=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "new" && $6 == c { print $7 }' "$results" | median)
+    awk -v r="$route" -v c="$conns" -v o="$old" -v n="$new" -v ou="$old_user" -v nu="$new_user" \
+      'BEGIN { printf "%-6s %6d conns  old %.2f  new %.2f  new/old %.3f   user: old %.2f  new %.2f  new/old %.3f\n", r, c, o, n, n / o, ou, nu, (ou > 0) ? nu / ou : 0 }'
   done
 done
 case " $ROUTES " in *" video "*)

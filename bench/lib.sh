@@ -32,6 +32,11 @@ cpu_ticks() {
   sed 's/^.*) //' "$stat" | awk '{ print $12 + $13 }'
 }
 
+# user_ticks PID: the user-space part of cpu_ticks.
+user_ticks() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 }'
+}
+
 # thread_ticks PID PREFIX: the same, summed over the process's threads whose name starts
 # with PREFIX (0 if none): view-writer is the batch writer, scylla the driver's runtime.
 thread_ticks() {

@@ -67,7 +67,7 @@ pub struct Config {
 
     /// Answer requests on each connection's own coroutine stack, not on the worker's one
     /// hot stack. The hot stack keeps the deepest frames of every request in the CPU's
-    /// caches, which saves about a fifth of the server's user-space CPU at 10,000
+    /// caches, which saves about a quarter of the server's user-space CPU at 10,000
     /// connections; turn it off for tools that follow the stack pointer and lose track
     /// when it switches stacks, such as valgrind (bench/instructions.sh does).
     #[arg(long, env = "VIDEO_SERVER_NO_HOT_STACK")]

@@ -9,6 +9,12 @@
 # bench/results/profile-<scenario>-<time>/{perf.data,flamegraph.svg,top.txt,summary.txt}:
 # top.txt lists the hottest symbols, summary.txt the shares of the costs we act on
 # (kernel send/receive, JSON parsing, hashing, the runtime; scripts/profile_summary.py).
+# CONNECTIONS (default 100) sets wrk's connections (the descriptor limit is raised to the
+# hard limit); PIPELINE=16 writes 16 requests at a time (bench/wrk/pipeline.lua), where our
+# own code's share shows; BINARY=path profiles a binary already built (another revision's
+# `profiling` build, for a before/after) instead of building this tree's. Example:
+#   CONNECTIONS=10000 scripts/profile.sh token 6
+#   PIPELINE=16 scripts/profile.sh plaintext
 # Installs what it needs: linux-perf and wrk (Debian), inferno (crates.io).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,6 +25,9 @@ seconds="${2:-10}"
 SERVER_CPU="${SERVER_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PORT="${PORT:-3904}"
+CONNECTIONS="${CONNECTIONS:-100}"
+PIPELINE="${PIPELINE:-}"
+ulimit -n "$(ulimit -Hn)"
 case "$scenario" in token | video | plaintext) ;; *)
   echo "usage: $0 [token|video|plaintext] [SECONDS]" >&2
   exit 2
@@ -37,11 +46,21 @@ if ! command -v inferno-flamegraph >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --profile profiling --quiet
+binary="${BINARY:-}"
+if [ -z "$binary" ]; then
+  cargo build --profile profiling --quiet
+  binary=target/profiling/video-server
+fi
+load="wrk -c$CONNECTIONS"
+wrk_script=("bench/wrk/$scenario.lua")
+if [ -n "$PIPELINE" ]; then
+  load="$load, $PIPELINE per write"
+  wrk_script=(bench/wrk/pipeline.lua)
+fi
 out="$root/bench/results/profile-$scenario-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 data_dir="$(mktemp -d)"
-taskset -c "$SERVER_CPU" target/profiling/video-server --listen "127.0.0.1:$PORT" \
+taskset -c "$SERVER_CPU" "$binary" --listen "127.0.0.1:$PORT" \
   --data-dir "$data_dir" --log-level warn 2>"$out/server.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data_dir"' EXIT
@@ -50,15 +69,17 @@ until curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
   sleep 0.1
 done
 
-taskset -c "$LOAD_CPU" wrk -t1 -c100 -d"$((seconds + 2))s" -s "bench/wrk/$scenario.lua" \
-  "http://127.0.0.1:$PORT" >"$out/wrk.txt" &
+pipeline_args=()
+[ -n "$PIPELINE" ] && pipeline_args=(-- "$PIPELINE")
+ROUTE="$scenario" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$((seconds + 2))s" \
+  -s "${wrk_script[@]}" "http://127.0.0.1:$PORT" "${pipeline_args[@]}" >"$out/wrk.txt" &
 wrk_pid=$!
 sleep 1
 perf record -F 999 -g -p "$pid" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.log"
 wait "$wrk_pid"
 
 perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
-inferno-flamegraph --title "video-server $scenario (wrk -c100)" <"$out/stacks.folded" >"$out/flamegraph.svg"
+inferno-flamegraph --title "video-server $scenario ($load)" <"$out/stacks.folded" >"$out/flamegraph.svg"
 # awk, not grep | head: head closing the pipe early would fail the script under pipefail.
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
   awk '/^ +[0-9]/ && shown++ < 30' >"$out/top.txt"

@@ -381,8 +381,9 @@ fn check_margin(store: &str, extra: &[&str]) {
         );
     }
     // A worker whose hot stack could not be mapped answers on the coroutine's stack, which
-    // must then hold both. The sum overstates that (the coroutine's deepest frames, its
-    // wait for the socket, are not live while it answers), so it needs no margin.
+    // must then hold both. The sum overstates that (the coroutine's deepest frames, the
+    // close path draining the socket into an 8 KiB buffer, are not live while it
+    // answers), so it is held to the default without the margin.
     assert!(
         in_place <= DEFAULT_STACK_BYTES,
         "{coroutine_path} and {hot_path} used {in_place} bytes together: more than the \

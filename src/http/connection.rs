@@ -367,6 +367,7 @@ impl<'a, S: Service, G> Connection<'a, S, G> {
                     };
                     let head_only = request.method == "HEAD";
                     let service = self.service;
+                    // The field, not `self.buffers()`: `request` still borrows the input.
                     let buffers = self.buffers.get_or_insert_with(ResponseBuffers::take);
                     buffers.response.clear();
                     service.call(&request, &mut buffers.response);

@@ -53,43 +53,11 @@ impl HotStack {
         let requested = STACK_BYTES.load(Ordering::Relaxed);
         let page = page_size();
         let len = requested.div_ceil(page) * page;
-        let unmapped = HotStack {
-            base: None,
-            len,
-            tracked: false,
-            busy: Cell::new(false),
-        };
-        if len == 0 {
-            return unmapped;
-        }
-        let total = len + page;
-        // SAFETY: an anonymous private mapping at an address the kernel picks; the result
-        // is checked before use.
-        let mapped = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if mapped == libc::MAP_FAILED {
-            return unmapped;
-        }
-        // SAFETY: the first page of the mapping just made.
-        if unsafe { libc::mprotect(mapped, page, libc::PROT_NONE) } != 0 {
-            // SAFETY: exactly the mapping just made, never used.
-            unsafe { libc::munmap(mapped, total) };
-            return unmapped;
-        }
-        // SAFETY: `page` bytes into a mapping of `total` bytes.
-        let base = NonNull::new(unsafe { mapped.cast::<u8>().add(page) });
+        let base = map_guarded(len, page);
         let stack = HotStack {
             base,
             len,
-            tracked: (requested / WORD) % 2 == 1,
+            tracked: base.is_some() && (requested / WORD) % 2 == 1,
             busy: Cell::new(false),
         };
         if stack.tracked {
@@ -132,6 +100,38 @@ impl Drop for HotStack {
             unsafe { libc::munmap(mapping.cast(), self.len + page) };
         }
     }
+}
+
+/// Maps `len` bytes (a whole number of pages, 0 for none) above a guard page of `page`
+/// bytes; the lowest usable byte, or `None` when not mapped.
+fn map_guarded(len: usize, page: usize) -> Option<NonNull<u8>> {
+    if len == 0 {
+        return None;
+    }
+    let total = len + page;
+    // SAFETY: an anonymous private mapping at an address the kernel picks; the result is
+    // checked before use.
+    let mapped = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the first page of the mapping just made.
+    if unsafe { libc::mprotect(mapped, page, libc::PROT_NONE) } != 0 {
+        // SAFETY: exactly the mapping just made, never used.
+        unsafe { libc::munmap(mapped, total) };
+        return None;
+    }
+    // SAFETY: `page` bytes into a mapping of `total` bytes.
+    NonNull::new(unsafe { mapped.cast::<u8>().add(page) })
 }
 
 fn page_size() -> usize {

@@ -64,10 +64,10 @@ if [ -n "$RATE" ]; then
     --target-dir "$here/openloop/target"
 fi
 
-# load ROUTE SECONDS [CONNECTIONS]: drives the server for SECONDS; prints the requests
+# load ROUTE SECONDS CONNECTIONS: drives the server for SECONDS; prints the requests
 # answered.
 load() {
-  local route=$1 seconds=$2 connections=${3:-50}
+  local route=$1 seconds=$2 connections=$3
   if [ -z "$RATE" ]; then
     taskset -c "$LOAD_CPU" wrk -t1 -c"$connections" -d"${seconds}s" -s "bench/wrk/$route.lua" \
       "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }'
@@ -101,6 +101,13 @@ hz=$(getconf CLK_TCK)
 # The median of the numbers on standard input.
 median() {
   sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# median_of FIELD ROUTE BUILD [CONNS]: the median of the results' FIELD (4: CPU, 5: writer
+# per view, 7: user CPU) over the rounds of ROUTE, BUILD and (if given) CONNS.
+median_of() {
+  awk -v f="$1" -v r="$2" -v b="$3" -v c="${4:-}" \
+    '$1 == r && $2 == b && (c == "" || $6 == c) { print $f }' "$results" | median
 }
 
 results="$work/results.txt"
@@ -140,17 +147,17 @@ echo "server CPU per request, µs, all and user space only (median of $rounds ro
 echo "for GET /video/12345, every request is a view: 'writer' is the batch writer thread's CPU per view"
 for route in $ROUTES; do
   for conns in $CONNS; do
-    old=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "old" && $6 == c { print $4 }' "$results" | median)
-    new=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "new" && $6 == c { print $4 }' "$results" | median)
-    old_user=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "old" && $6 == c { print $7 }' "$results" | median)
-    new_user=$(awk -v r="$route" -v c="$conns" '$1 == r && $2 == "new" && $6 == c { print $7 }' "$results" | median)
+    old=$(median_of 4 "$route" old "$conns")
+    new=$(median_of 4 "$route" new "$conns")
+    old_user=$(median_of 7 "$route" old "$conns")
+    new_user=$(median_of 7 "$route" new "$conns")
     awk -v r="$route" -v c="$conns" -v o="$old" -v n="$new" -v ou="$old_user" -v nu="$new_user" \
       'BEGIN { printf "%-6s %6d conns  old %.2f  new %.2f  new/old %.3f   user: old %.2f  new %.2f  new/old %.3f\n", r, c, o, n, n / o, ou, nu, (ou > 0) ? nu / ou : 0 }'
   done
 done
 case " $ROUTES " in *" video "*)
-  old=$(awk '$1 == "video" && $2 == "old" { print $5 }' "$results" | median)
-  new=$(awk '$1 == "video" && $2 == "new" { print $5 }' "$results" | median)
+  old=$(median_of 5 video old)
+  new=$(median_of 5 video new)
   awk -v o="$old" -v n="$new" 'BEGIN { printf "writer old %.3f  new %.3f  new/old %.3f (per view)\n", o, n, (o > 0) ? n / o : 0 }'
   ;;
 esac

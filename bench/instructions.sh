@@ -38,8 +38,9 @@
 # callgrind follows calls by the stack pointer, and the switch to the worker's hot stack
 # looks to it like a return from `serve`, which stops the counting (every route then
 # reads 0, which fails the check). The switch itself, left out, is a few dozen
-# instructions per wake-up; what it saves (cache misses) is not counted in instructions. The counts depend on the compiler and the dependencies' versions
-# (Cargo.lock): record them again (--record) when either changes on purpose.
+# instructions per wake-up; what it saves (cache misses) is not counted in instructions.
+# The counts depend on the compiler and the dependencies' versions (Cargo.lock): record
+# them again (--record) when either changes on purpose.
 # Needs valgrind (scripts/install-test-tools.sh installs it) and python3.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -27,14 +27,20 @@ children() {
 # cpu_ticks PID: utime + stime of a process (or, given /proc/PID/task/TID, of a thread), in
 # clock ticks (getconf CLK_TCK per second).
 cpu_ticks() {
-  local stat=/proc/$1/stat
-  [ -f "$1/stat" ] && stat=$1/stat
-  sed 's/^.*) //' "$stat" | awk '{ print $12 + $13 }'
+  stat_fields "$1" | awk '{ print $12 + $13 }'
 }
 
 # user_ticks PID: the user-space part of cpu_ticks.
 user_ticks() {
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 }'
+  stat_fields "$1" | awk '{ print $12 }'
+}
+
+# stat_fields PID: /proc/PID/stat (or PATH/stat for a task directory) after the command
+# name, whose parentheses may hold spaces: utime is field 12, stime 13.
+stat_fields() {
+  local stat=/proc/$1/stat
+  [ -f "$1/stat" ] && stat=$1/stat
+  sed 's/^.*) //' "$stat"
 }
 
 # thread_ticks PID PREFIX: the same, summed over the process's threads whose name starts

@@ -90,10 +90,13 @@ fn base64_len(len: usize) -> usize {
 /// Lowercase hex of `bytes`, appended.
 pub(crate) fn append_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0x0f)]);
+    // Sized once and filled in place: a `push` per digit checks the capacity each time,
+    // which cost about as much as the digits themselves (a token is 32 of them).
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, &byte) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
 }
 

@@ -12,6 +12,8 @@
 # The user-space part of the CPU is reported too: a change to our own code shows there
 # first, while the kernel's part, most of a request's cost, moves by a fifth between runs.
 # OLD_BINARY=path compares against a binary already built (REV then only names it).
+# PIPELINE=16 has wrk write 16 requests at a time (bench/wrk/pipeline.lua), where the
+# kernel's share shrinks and our own code, the batch writer's included, shows.
 # With RATE set, the load is bench/openloop at RATE requests/s over 100 connections (a 2 s
 # warm-up run first) instead of wrk's closed loop: the cost of a request at a fixed rate,
 # where threads sleep and wake between requests (a saturated server hardly does).
@@ -19,6 +21,7 @@
 # Example: bench/ab.sh HEAD~3 8 8
 #          RATE=20000 bench/ab.sh HEAD~1 3 8
 #          ROUTES=token CONNS="100 10000" bench/ab.sh HEAD~1 4 8
+#          PIPELINE=16 CONNS=100 ROUTES=video bench/ab.sh HEAD~1 5 8
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -34,6 +37,11 @@ port=${PORT:-3091}
 RATE=${RATE:-}
 ROUTES=${ROUTES:-token video}
 CONNS=${CONNS:-50}
+PIPELINE=${PIPELINE:-1}
+if [ -n "$RATE" ] && [ "$PIPELINE" != 1 ]; then
+  echo "ab.sh: PIPELINE applies to wrk's closed loop, not to RATE" >&2
+  exit 2
+fi
 ulimit -n "$(ulimit -Hn)"
 "$here/install.sh" wrk
 
@@ -69,8 +77,12 @@ fi
 load() {
   local route=$1 seconds=$2 connections=$3
   if [ -z "$RATE" ]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$connections" -d"${seconds}s" -s "bench/wrk/$route.lua" \
-      "http://127.0.0.1:$port" | awk '/requests in/ { print $1 }'
+    local script=(-s "bench/wrk/$route.lua" "http://127.0.0.1:$port")
+    if [ "$PIPELINE" != 1 ]; then
+      script=(-s bench/wrk/pipeline.lua "http://127.0.0.1:$port" -- "$PIPELINE")
+    fi
+    ROUTE="$route" taskset -c "$LOAD_CPU" wrk -t1 -c"$connections" -d"${seconds}s" \
+      "${script[@]}" | awk '/requests in/ { print $1 }'
     return
   fi
   local target=("http://127.0.0.1:$port/video/12345")
@@ -143,7 +155,7 @@ for round in $(seq "$rounds"); do
 done
 
 echo
-echo "server CPU per request, µs, all and user space only (median of $rounds rounds; $rev = old, working tree = new);"
+echo "server CPU per request, µs, all and user space only (median of $rounds rounds; $rev = old, working tree = new; $PIPELINE per write);"
 echo "for GET /video/12345, every request is a view: 'writer' is the batch writer thread's CPU per view"
 for route in $ROUTES; do
   for conns in $CONNS; do

@@ -167,8 +167,9 @@ pub struct Config {
 
     /// Stack of each connection coroutine, and of each worker's hot stack (where requests
     /// are answered), in bytes (rounded down to whole machine words). Only the pages a
-    /// request touches become resident. The default is 3.3 times what the deepest request
-    /// path of the release build takes on both together (19.4 KiB; tests/stack_depth.rs).
+    /// request touches become resident. The default is at least 5.8 times what the deepest
+    /// request path of the release build takes on any one stack, with the hot stack or
+    /// without it (11.1 KiB in place; tests/stack_depth.rs).
     /// A size that is an odd number of words makes the runtime print each coroutine's peak
     /// stack use when it ends, and each use of a hot stack: a diagnostic.
     #[arg(long, env = "VIDEO_SERVER_STACK_BYTES", default_value_t = 64 * 1024,

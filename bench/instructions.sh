@@ -7,6 +7,8 @@
 #                                    # TOLERANCE_PERCENT (5) over bench/instructions.expected
 #   bench/instructions.sh --record   # count and write bench/instructions.expected
 #   REQUESTS=4000 WINDOWS=5 bench/instructions.sh
+#   BINARY=path bench/instructions.sh # count another build (an older revision's) instead
+#                                    # of building the working tree's; not with --record
 #
 # How: the release binary runs under callgrind with one worker, counting only inside the
 # functions that do a request's work: the connection's coroutine (`serve`: read, parse,
@@ -26,7 +28,8 @@
 #   not-found                         GET /video/<unknown id>: 404
 #   token, token-pipelined            POST /video/token with bench/token-body.json
 #   view-writer                       the batch writer's instructions per view, batches
-#                                     of 100 views (GET /video/12345 drives it)
+#                                     of 1,000 views, the default --batch-size (GET
+#                                     /video/12345 drives it)
 # With --anchors, also the anchor of issue 18's pipelined targets: may_minihttp's hello
 # world (bench/minihttp-ceiling) beside our /plaintext, each counted the same way: every
 # instruction a coroutine runs (may's run_coroutine: the connection's work and the
@@ -64,8 +67,12 @@ REQUESTS="${REQUESTS:-2000}"
 WARMUP="${WARMUP:-200}"
 WINDOWS="${WINDOWS:-3}"
 TOLERANCE_PERCENT="${TOLERANCE_PERCENT:-5}"
-if [ $((REQUESTS % 100)) -ne 0 ] || [ $((WARMUP % 100)) -ne 0 ]; then
-  echo "instructions.sh: REQUESTS and WARMUP must be multiples of 100 (the writer's batch)" >&2
+# The writer's batch: the server's default --batch-size, so that the count is that of the
+# batches a loaded server writes (a smaller batch binds more of its views row by row,
+# which costs about half as much again per view).
+WRITER_BATCH=1000
+if [ $((REQUESTS % WRITER_BATCH)) -ne 0 ]; then
+  echo "instructions.sh: REQUESTS must be a multiple of $WRITER_BATCH (the writer's batch)" >&2
   exit 2
 fi
 expected_file="$here/instructions.expected"
@@ -78,8 +85,17 @@ for tool in valgrind callgrind_control python3; do
   fi
 done
 
-cargo build --release --quiet --bin video-server
-binary="${CARGO_TARGET_DIR:-$root/target}/release/video-server"
+if [ -n "${BINARY:-}" ] && [ "$record" = 1 ]; then
+  echo "instructions.sh: --record records the working tree's build, not BINARY's" >&2
+  exit 2
+fi
+if [ -n "${BINARY:-}" ]; then
+  # Another build (an older revision's, say), counted without building this one.
+  binary="$(realpath "$BINARY")"
+else
+  cargo build --release --quiet --bin video-server
+  binary="${CARGO_TARGET_DIR:-$root/target}/release/video-server"
+fi
 
 work="$(mktemp -d)"
 server_pid=""
@@ -161,10 +177,11 @@ for route in plaintext plaintext-pipelined video video-pipelined not-found token
   measure "$route" "$route" 0.2 | tee -a "$results"
 done
 stop_running_server
-# Batches of exactly 100 views (never flushed by age), and windows of whole batches.
+# Batches of exactly WRITER_BATCH views (never flushed by age), a warm-up of one batch,
+# and windows of whole batches.
 start_server writer 'video_server::views::writer::BatchWriter*::flush' \
-  --flush-interval-ms 60000 --batch-size 100
-measure view-writer video 1 | tee -a "$results"
+  --flush-interval-ms 60000 --batch-size "$WRITER_BATCH"
+WARMUP="$WRITER_BATCH" measure view-writer video 1 | tee -a "$results"
 stop_running_server
 
 anchor_results="$work/anchors"

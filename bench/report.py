@@ -520,7 +520,7 @@ INSTRUCTION_ROUTES = {
     "not-found": "`GET /video/<unknown>` (404)",
     "token": "`POST /video/token` (two sources)",
     "token-pipelined": "`POST /video/token`, 16 per write",
-    "view-writer": "batch writer, per view (SQLite, batches of 100)",
+    "view-writer": "batch writer, per view (SQLite, batches of 1,000)",
 }
 
 

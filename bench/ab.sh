@@ -77,12 +77,9 @@ fi
 load() {
   local route=$1 seconds=$2 connections=$3
   if [ -z "$RATE" ]; then
-    local script=(-s "bench/wrk/$route.lua" "http://127.0.0.1:$port")
-    if [ "$PIPELINE" != 1 ]; then
-      script=(-s bench/wrk/pipeline.lua "http://127.0.0.1:$port" -- "$PIPELINE")
-    fi
+    wrk_script "$route" "http://127.0.0.1:$port" "$PIPELINE"
     ROUTE="$route" taskset -c "$LOAD_CPU" wrk -t1 -c"$connections" -d"${seconds}s" \
-      "${script[@]}" | awk '/requests in/ { print $1 }'
+      "${wrk_args[@]}" | awk '/requests in/ { print $1 }'
     return
   fi
   local target=("http://127.0.0.1:$port/video/12345")

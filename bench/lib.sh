@@ -13,6 +13,15 @@ wait_ready() {
   done
 }
 
+# wrk_script ROUTE URL [DEPTH]: sets the array wrk_args to wrk's script and URL for ROUTE
+# (bench/wrk/ROUTE.lua), or, with DEPTH above 1, to bench/wrk/pipeline.lua writing DEPTH
+# of ROUTE's requests at a time; wrk then needs ROUTE=ROUTE in its environment, which the
+# plain script ignores. Run from the repository root.
+wrk_script() {
+  wrk_args=(-s "bench/wrk/$1.lua" "$2")
+  [ "${3:-1}" = 1 ] || wrk_args=(-s bench/wrk/pipeline.lua "$2" -- "$3")
+}
+
 # stop_server PID: SIGTERM, then wait for it.
 stop_server() {
   kill -TERM "$1" 2>/dev/null || true

@@ -204,11 +204,10 @@ measure() { # scenario server pid port round [param] [depth]
     *-conns-wrk)
       # Opening 10,000 connections is not steady state: measure a window after 2 s, with
       # the responses counted by the server itself.
-      local route=${scenario%-conns-wrk} counted_before script=()
-      script=(-s "bench/wrk/$route.lua" "$url")
-      [ "$depth" = 1 ] || script=(-s bench/wrk/pipeline.lua "$url" -- "$depth")
+      local route=${scenario%-conns-wrk} counted_before
+      wrk_script "$route" "$url" "$depth"
       ROUTE=$route "${load[@]}" wrk -t1 -c"$param" -d"$((SWEEP_DURATION + 3))s" --timeout 10s \
-        "${script[@]}" >"$raw" 2>&1 &
+        "${wrk_args[@]}" >"$raw" 2>&1 &
       local wrk_pid=$!
       running[$wrk_pid]=1
       sleep 2

@@ -20,13 +20,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 scenario="${1:-token}"
 seconds="${2:-10}"
 SERVER_CPU="${SERVER_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PORT="${PORT:-3904}"
 CONNECTIONS="${CONNECTIONS:-100}"
-PIPELINE="${PIPELINE:-}"
+PIPELINE="${PIPELINE:-1}"
 ulimit -n "$(ulimit -Hn)"
 case "$scenario" in token | video | plaintext) ;; *)
   echo "usage: $0 [token|video|plaintext] [SECONDS]" >&2
@@ -52,11 +54,7 @@ if [ -z "$binary" ]; then
   binary=target/profiling/video-server
 fi
 load="wrk -c$CONNECTIONS"
-wrk_script=("bench/wrk/$scenario.lua")
-if [ -n "$PIPELINE" ]; then
-  load="$load, $PIPELINE per write"
-  wrk_script=(bench/wrk/pipeline.lua)
-fi
+[ "$PIPELINE" = 1 ] || load="$load, $PIPELINE per write"
 out="$root/bench/results/profile-$scenario-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 data_dir="$(mktemp -d)"
@@ -69,10 +67,9 @@ until curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
   sleep 0.1
 done
 
-pipeline_args=()
-[ -n "$PIPELINE" ] && pipeline_args=(-- "$PIPELINE")
+wrk_script "$scenario" "http://127.0.0.1:$PORT" "$PIPELINE"
 ROUTE="$scenario" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$((seconds + 2))s" \
-  -s "${wrk_script[@]}" "http://127.0.0.1:$PORT" "${pipeline_args[@]}" >"$out/wrk.txt" &
+  "${wrk_args[@]}" >"$out/wrk.txt" &
 wrk_pid=$!
 sleep 1
 perf record -F 999 -g -p "$pid" -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.log"
